@@ -1,0 +1,1 @@
+"""diffusers pipelines for score SDEs (installed as `scoresde_diffusers.pipelines`)."""

@@ -1,0 +1,307 @@
+"""The shared base of the score-SDE schedulers: time grid, model-output conversion, predictor and corrector steps.
+
+`VESDEScheduler`, `VPSDEScheduler` and `SubVPSDEScheduler` differ only in the SDE they build from their config
+and in their defaults; everything they do is here, once (a deliberate break from diffusers' `# Copied from`,
+see ../shared/STYLE.md). The maths lives in `scoresde_diffusers.sdes`, the update rules in
+`scoresde_diffusers.sampling`; a scheduler only owns the grid and the bookkeeping.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
+from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, to_score
+from scoresde_diffusers.sampling.timesteps import t_to_timestep, timestep_to_t
+from scoresde_diffusers.sdes import SDE
+from scoresde_diffusers.utils import append_dims, compute_dtype
+
+
+@dataclass
+class ScoreSdeSchedulerOutput(BaseOutput):
+    """Output of a score-SDE scheduler's `step` and `step_correct`.
+
+    Args:
+        prev_sample (`torch.Tensor`): the sample after the step, to feed to the next step. On the last predictor
+            step of the grid it is the noise-free mean (score_sde's ``denoise=True``), so it is the final sample.
+        prev_sample_mean (`torch.Tensor`): the step without its noise term (score_sde's `x_mean`).
+        pred_original_sample (`torch.Tensor`, *optional*): Tweedie's estimate of x_0 from the input sample,
+            (x + sigma^2 s) / m, for previews and callbacks (predictor steps only).
+    """
+
+    prev_sample: torch.Tensor
+    prev_sample_mean: torch.Tensor
+    pred_original_sample: Optional[torch.Tensor] = None
+
+
+def _as_tensor(value, device=None) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value, device=device)
+
+
+class ScoreSdeSchedulerMixin:
+    """What every score-SDE scheduler does. A subclass builds `self.sde` in its `__init__` and calls
+    `self._init_sde_scheduler(sde)`; it may override `_convert_foreign_config` to load other schedulers' configs.
+
+    The scheduler keeps a grid of continuous times 1 = t_0 > t_1 > ... > t_{n-1} = `sampling_eps`
+    (``linspace(1, eps, n)`` as in score_sde and diffusers' `ScoreSdeVeScheduler`); predictor step i moves
+    from t_i to t_{i+1}, the last one from eps to 0 without noise. `timesteps` holds the same grid mapped
+    through `timestep_type` to what the model is called with, so diffusers' loops pass them to the model
+    unchanged.
+    """
+
+    order = 1
+
+    # ------------------------------------------------------------------ construction and config
+    def _init_sde_scheduler(self, sde: SDE) -> None:
+        config = self.config
+        PREDICTORS.get(config.predictor)
+        CORRECTORS.get(config.corrector)
+        PREDICTION_TYPES.get(config.prediction_type)
+        TIMESTEP_MAPS.get(config.timestep_type)
+        if int(config.num_train_timesteps) < 2:
+            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {config.num_train_timesteps}.")
+        self._check_sampling_eps(config.sampling_eps)
+        if config.snr <= 0:
+            raise ValueError(f"snr must be positive, got {config.snr}.")
+        if int(config.correct_steps) < 0:
+            raise ValueError(f"correct_steps must be a non-negative integer, got {config.correct_steps}.")
+        self.sde = sde
+        self.num_inference_steps = None
+        self.timesteps = None
+        self.sigmas = None
+        self.t_grid = None
+        self._step_index = None
+
+    @classmethod
+    def _convert_foreign_config(cls, config: dict) -> dict:
+        """Hook: rewrite the config of another scheduler class into this one's keys (VP maps DDPM betas)."""
+        return config
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """Instantiate from a config, also one of another scheduler (e.g. ``pipe.scheduler.config``).
+
+        A config built in memory lists its default-valued keys in ``_use_default_values`` and diffusers' loader
+        drops those keys. For another class's config that would replace *its* defaults (DDPM's beta_start,
+        `ScoreSdeVeScheduler`'s sigma_max = 1348) by ours, so for foreign configs every key is kept.
+        """
+        if config is not None:
+            config = dict(config.config if hasattr(config, "config") and not isinstance(config, dict) else config)
+            if config.get("_class_name", cls.__name__) != cls.__name__:
+                config.pop("_use_default_values", None)
+                config = cls._convert_foreign_config(config)
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    @staticmethod
+    def _check_sampling_eps(eps: float) -> None:
+        if not 0 < eps < 1:
+            raise ValueError(f"sampling_eps must lie in (0, 1), got {eps}.")
+
+    # ------------------------------------------------------------------ time
+    @property
+    def init_noise_sigma(self) -> float:
+        """Standard deviation of the prior p_1 (sigma_max for VE, 1 for VP and sub-VP)."""
+        return self.sde.prior_std
+
+    def t_to_timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """The model timestep for continuous time `t` (the `timestep_type` map)."""
+        return t_to_timestep(self.sde, _as_tensor(t), self.config.timestep_type, self.config.num_train_timesteps)
+
+    def timestep_to_t(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Continuous time t for a model `timestep` (the inverse `timestep_type` map)."""
+        timestep = _as_tensor(timestep)
+        if not timestep.is_floating_point():
+            timestep = timestep.double()
+        return timestep_to_t(self.sde, timestep, self.config.timestep_type, self.config.num_train_timesteps)
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: Union[str, torch.device, None] = None,
+        sampling_eps: Optional[float] = None,
+    ) -> None:
+        """Set the sampling grid: `num_inference_steps` times from 1 down to `sampling_eps`.
+
+        Args:
+            num_inference_steps (`int`): number of predictor steps (one score evaluation each, without corrector).
+            device (`str` or `torch.device`, *optional*): device of `timesteps` and `sigmas`.
+            sampling_eps (`float`, *optional*): last time of the grid; defaults to ``config.sampling_eps``.
+        """
+        if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        eps = self.config.sampling_eps if sampling_eps is None else sampling_eps
+        self._check_sampling_eps(eps)
+        self.num_inference_steps = int(num_inference_steps)
+        self.sampling_eps = float(eps)
+        # The grid is kept in float64 on the CPU: index lookups and time differences near eps stay exact.
+        self.t_grid = torch.linspace(self.sde.T, eps, self.num_inference_steps, dtype=torch.float64)
+        self._t_next = torch.cat([self.t_grid[1:], self.t_grid.new_zeros(1)])
+        self._timesteps_f64 = self.t_to_timestep(self.t_grid)
+        self.timesteps = self._timesteps_f64.to(device=device, dtype=torch.float32)
+        self.sigmas = self.sde.marginal_std(self.t_grid).to(device=device, dtype=torch.float32)
+        self._step_index = 0
+
+    def index_for_timestep(self, timestep) -> int:
+        """Position of `timestep` (one of `timesteps`, a scalar or a batch of equal values) in the grid."""
+        if self.t_grid is None:
+            raise ValueError("The time grid is not set: call `set_timesteps(num_inference_steps)` first.")
+        value = _as_tensor(timestep).detach().to("cpu", torch.float64).flatten()
+        if value.numel() == 0 or not torch.all(value == value[0]):
+            raise ValueError(f"`timestep` must be a scalar or a batch of equal values, got {timestep!r}.")
+        value = value[0]
+        distance = (self._timesteps_f64 - value).abs()
+        index = int(distance.argmin())
+        if distance[index] <= 1e-5 * max(1.0, abs(float(value))):
+            return index
+        t = float(self.timestep_to_t(value))
+        low, high = self.sampling_eps, self.sde.T
+        if not low - 1e-9 <= t <= high + 1e-9:
+            raise ValueError(
+                f"timestep {float(value):.6g} is continuous time t={t:.6g}, outside [eps, 1] = [{low:g}, {high:g}]; "
+                f"allowed timesteps run from {float(self._timesteps_f64[-1]):.6g} to {float(self._timesteps_f64[0]):.6g}."
+            )
+        raise ValueError(
+            f"timestep {float(value):.6g} is not on the grid set by `set_timesteps({self.num_inference_steps})`: "
+            f"pass the values of `scheduler.timesteps`."
+        )
+
+    def _grid_times(self, index: int, sample: torch.Tensor, dtype: torch.dtype):
+        batch = sample.shape[0]
+        t = self.t_grid[index].to(device=sample.device, dtype=dtype).expand(batch)
+        t_next = self._t_next[index].to(device=sample.device, dtype=dtype).expand(batch)
+        return t, t_next
+
+    # ------------------------------------------------------------------ model output
+    def _check_model_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
+                f"they must be equal."
+            )
+        if not torch.isfinite(model_output).all():
+            raise ValueError("model_output contains NaN or infinite values; the score model diverged.")
+
+    def get_score(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The score grad log p_t(sample) that `model_output` stands for under `prediction_type`."""
+        return to_score(self.sde, model_output, sample, t, self.config.prediction_type)
+
+    def _noise(self, sample: torch.Tensor, generator, dtype: torch.dtype) -> torch.Tensor:
+        return randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=dtype)
+
+    # ------------------------------------------------------------------ steps
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        return_dict: bool = True,
+    ) -> Union[ScoreSdeSchedulerOutput, Tuple]:
+        """One predictor step from `timestep` to the next time of the grid (the ``config.predictor`` rule).
+
+        Args:
+            model_output (`torch.Tensor`): the model's output at (`sample`, `timestep`), read as
+                ``config.prediction_type``.
+            timestep (`float` or `torch.Tensor`): the current value of `timesteps`.
+            sample (`torch.Tensor`): the current sample x_t.
+            generator (`torch.Generator`, *optional*): random number generator for the noise.
+            return_dict (`bool`, defaults to `True`): return a `ScoreSdeSchedulerOutput` instead of a tuple.
+
+        Returns:
+            `ScoreSdeSchedulerOutput` or `tuple` ``(prev_sample, prev_sample_mean, pred_original_sample)``.
+        """
+        self._check_model_output(model_output, sample)
+        index = self.index_for_timestep(timestep)
+        dtype = compute_dtype(sample.dtype)
+        x = sample.to(dtype)
+        t, t_next = self._grid_times(index, x, dtype)
+        score = self.get_score(model_output.to(dtype), x, t)
+        noise = self._noise(x, generator, dtype)
+        x_next, x_mean = PREDICTORS.get(self.config.predictor)(self.sde, x, t, t_next, score, noise)
+        if index == self.num_inference_steps - 1:
+            x_next = x_mean  # the last step returns the noise-free sample
+        self._step_index = index + 1
+        x0 = from_score(self.sde, score, x, t, "sample")
+        output = (x_next.to(sample.dtype), x_mean.to(sample.dtype), x0.to(sample.dtype))
+        return ScoreSdeSchedulerOutput(*output) if return_dict else output
+
+    def step_correct(
+        self,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        timestep: Union[float, torch.Tensor, None] = None,
+        generator: Optional[torch.Generator] = None,
+        return_dict: bool = True,
+    ) -> Union[ScoreSdeSchedulerOutput, Tuple]:
+        """One corrector step at the current time (the ``config.corrector`` rule with ``config.snr``).
+
+        The argument order is that of diffusers' `ScoreSdeVeScheduler.step_correct`. Without `timestep`, the
+        step runs at the time of the next predictor step, which is where a PC loop corrects.
+
+        Args:
+            model_output (`torch.Tensor`): the model's output at (`sample`, current timestep).
+            sample (`torch.Tensor`): the current sample.
+            timestep (`float` or `torch.Tensor`, *optional*): a value of `timesteps`.
+            generator (`torch.Generator`, *optional*): random number generator for the noise.
+            return_dict (`bool`, defaults to `True`): return a `ScoreSdeSchedulerOutput` instead of a tuple.
+        """
+        self._check_model_output(model_output, sample)
+        if timestep is not None:
+            index = self.index_for_timestep(timestep)
+        elif self._step_index is None:
+            raise ValueError("The time grid is not set: call `set_timesteps(num_inference_steps)` first.")
+        elif self._step_index >= self.num_inference_steps:
+            raise ValueError("Every step of the grid has been taken; call `set_timesteps` to sample again.")
+        else:
+            index = self._step_index
+        dtype = compute_dtype(sample.dtype)
+        x = sample.to(dtype)
+        t, _ = self._grid_times(index, x, dtype)
+        score = self.get_score(model_output.to(dtype), x, t)
+        noise = self._noise(x, generator, dtype)
+        x_next, x_mean = CORRECTORS.get(self.config.corrector)(self.sde, x, t, score, noise, self.config.snr)
+        output = (x_next.to(sample.dtype), x_mean.to(sample.dtype))
+        return ScoreSdeSchedulerOutput(*output) if return_dict else output
+
+    def step_pred(self, model_output, timestep, sample, generator=None, return_dict=True):
+        """Alias of `step`, the name diffusers' `ScoreSdeVePipeline` calls."""
+        return self.step(model_output, timestep, sample, generator=generator, return_dict=return_dict)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
+        """Score-SDE models take x_t unscaled; returned as is (diffusers interface)."""
+        return sample
+
+    # ------------------------------------------------------------------ training helpers
+    def _train_times(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        t = self.timestep_to_t(_as_tensor(timesteps, device=like.device)).to(like.device, compute_dtype(like.dtype))
+        t = t.reshape(-1).expand(like.shape[0]) if t.numel() == 1 else t.reshape(-1)
+        if t.shape[0] != like.shape[0]:
+            raise ValueError(f"timesteps must be a scalar or have one value per sample ({like.shape[0]}), got shape {tuple(timesteps.shape)}.")
+        if not torch.all((t >= -1e-6) & (t <= self.sde.T + 1e-6)):
+            low, high = self.t_to_timestep(torch.tensor(0.0, dtype=torch.float64)), self.t_to_timestep(torch.tensor(self.sde.T, dtype=torch.float64))
+            raise ValueError(
+                f"timesteps must map to continuous times in [0, 1], i.e. lie in [{float(low):g}, {float(high):g}] "
+                f"for timestep_type={self.config.timestep_type!r}; got values from {float(timesteps.min()):g} to {float(timesteps.max()):g}."
+            )
+        return t
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Forward-perturb data: x_t = m(t) x_0 + sigma(t) noise (the perturbation kernel of the SDE)."""
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, original_samples {tuple(original_samples.shape)}; they must be equal.")
+        t = self._train_times(timesteps, original_samples)
+        mean, std = self.sde.marginal_prob(original_samples.to(t.dtype), t)
+        return (mean + append_dims(std, noise.ndim) * noise.to(t.dtype)).to(original_samples.dtype)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The v-prediction target m(t) noise - sigma(t) x_0 (diffusers' `get_velocity`)."""
+        t = self._train_times(timesteps, sample)
+        m = append_dims(self.sde.marginal_mean_coeff(t), sample.ndim)
+        std = append_dims(self.sde.marginal_std(t), sample.ndim)
+        return (m * noise.to(t.dtype) - std * sample.to(t.dtype)).to(sample.dtype)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

@@ -1,0 +1,18 @@
+"""`SubVPSDEScheduler`: the sub-variance-preserving SDE as a diffusers scheduler."""
+
+from scoresde_diffusers.sdes import SubVPSDE
+
+from .scheduling_vp_sde import VPSDEScheduler
+
+
+class SubVPSDEScheduler(VPSDEScheduler):
+    r"""Reverse-time sampler of the sub-VP SDE: VP's drift with diffusion
+    g(t) = sqrt(beta(t) (1 - exp(-2 beta_min t - (beta_max - beta_min) t^2))) (Song et al. 2021, eq. 17; see
+    `scoresde_diffusers.sdes.SubVPSDE`). Its Langevin corrector works (score_sde's crashes on sub-VP).
+
+    The config is that of `VPSDEScheduler` (same keys, same defaults, same DDPM beta mapping in `from_config`):
+    the two SDEs share beta(t) and the drift and differ only in g(t). Note that a DDPM-trained epsilon model is
+    a model of the VP marginals, not the sub-VP ones.
+    """
+
+    sde_class = SubVPSDE
