@@ -57,10 +57,17 @@ class ScoreSdeSchedulerMixin:
     # ------------------------------------------------------------------ construction and config
     def _init_sde_scheduler(self, sde: SDE) -> None:
         config = self.config
-        PREDICTORS.get(config.predictor)
-        CORRECTORS.get(config.corrector)
-        PREDICTION_TYPES.get(config.prediction_type)
-        TIMESTEP_MAPS.get(config.timestep_type)
+        # An unknown name is an error that names the config argument and lists the registered names.
+        for key, registry in (
+            ("predictor", PREDICTORS),
+            ("corrector", CORRECTORS),
+            ("prediction_type", PREDICTION_TYPES),
+            ("timestep_type", TIMESTEP_MAPS),
+        ):
+            try:
+                registry.get(getattr(config, key))
+            except ValueError as err:
+                raise ValueError(f"{key}={getattr(config, key)!r} is not allowed: {err}") from None
         if int(config.num_train_timesteps) < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {config.num_train_timesteps}.")
         self._check_sampling_eps(config.sampling_eps)
@@ -90,10 +97,25 @@ class ScoreSdeSchedulerMixin:
         """
         if config is not None:
             config = dict(config.config if hasattr(config, "config") and not isinstance(config, dict) else config)
-            if config.get("_class_name", cls.__name__) != cls.__name__:
+            if cls._is_foreign_config(config):
                 config.pop("_use_default_values", None)
                 config = cls._convert_foreign_config(config)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    @classmethod
+    def _is_foreign_config(cls, config: dict) -> bool:
+        """Whether `config` belongs to another class (or is a partial dict) rather than being a full config of `cls`.
+
+        Configs read from a file carry ``_class_name``; configs of schedulers built in memory
+        (``DDPMScheduler().config``) do not, so those count as this class's only if their keys are exactly this
+        class's `__init__` arguments. (`ScoreSdeVeScheduler`'s keys are a subset of `VESDEScheduler`'s, so a key
+        subset test would not do.)
+        """
+        name = config.get("_class_name")
+        if name is not None:
+            return name != cls.__name__
+        own_keys = set(cls._get_init_keys(cls)) - {"self", "kwargs"}
+        return {key for key in config if not key.startswith("_")} != own_keys
 
     @staticmethod
     def _check_sampling_eps(eps: float) -> None:
@@ -130,7 +152,11 @@ class ScoreSdeSchedulerMixin:
             device (`str` or `torch.device`, *optional*): device of `timesteps` and `sigmas`.
             sampling_eps (`float`, *optional*): last time of the grid; defaults to ``config.sampling_eps``.
         """
-        if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
+        try:
+            valid = not isinstance(num_inference_steps, bool) and int(num_inference_steps) == num_inference_steps >= 1
+        except (TypeError, ValueError):  # None, strings, ...
+            valid = False
+        if not valid:
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
         eps = self.config.sampling_eps if sampling_eps is None else sampling_eps
         self._check_sampling_eps(eps)
@@ -149,6 +175,8 @@ class ScoreSdeSchedulerMixin:
         if self.t_grid is None:
             raise ValueError("The time grid is not set: call `set_timesteps(num_inference_steps)` first.")
         value = _as_tensor(timestep).detach().to("cpu", torch.float64).flatten()
+        if not torch.isfinite(value).all():
+            raise ValueError(f"`timestep` must be finite, got {timestep!r}; pass the values of `scheduler.timesteps`.")
         if value.numel() == 0 or not torch.all(value == value[0]):
             raise ValueError(f"`timestep` must be a scalar or a batch of equal values, got {timestep!r}.")
         value = value[0]
@@ -276,7 +304,9 @@ class ScoreSdeSchedulerMixin:
 
     # ------------------------------------------------------------------ training helpers
     def _train_times(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        t = self.timestep_to_t(_as_tensor(timesteps, device=like.device)).to(like.device, compute_dtype(like.dtype))
+        # Python numbers and lists are accepted like tensors (the error messages below read .min() and .shape).
+        timesteps = _as_tensor(timesteps, device=like.device)
+        t = self.timestep_to_t(timesteps).to(like.device, compute_dtype(like.dtype))
         t = t.reshape(-1).expand(like.shape[0]) if t.numel() == 1 else t.reshape(-1)
         if t.shape[0] != like.shape[0]:
             raise ValueError(f"timesteps must be a scalar or have one value per sample ({like.shape[0]}), got shape {tuple(timesteps.shape)}.")

@@ -1,5 +1,8 @@
 """`SubVPSDEScheduler`: the sub-variance-preserving SDE as a diffusers scheduler."""
 
+from diffusers.configuration_utils import ConfigMixin  # noqa: F401 (diffusers' pipeline loader looks the base
+from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401 classes up in the class's module)
+
 from scoresde_diffusers.sdes import SubVPSDE
 
 from .scheduling_vp_sde import VPSDEScheduler

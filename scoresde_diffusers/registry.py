@@ -16,6 +16,7 @@ Entry points are read lazily, the first time a name is looked up or the names ar
 library never imports plugins.
 """
 
+import warnings
 from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -53,14 +54,34 @@ class Registry:
 
         return decorator if obj is None else decorator(obj)
 
+    def unregister(self, name: str) -> Any:
+        """Remove the entry `name` and return it; a `ValueError` listing the registered names if there is none.
+
+        For tests and for plugin development (re-registering a changed object in a running session).
+        """
+        if name not in self._entries:
+            names = ", ".join(sorted(self._entries))
+            raise ValueError(f"Unknown {self.kind} {name!r}. Registered {self.kind}s: {names}.")
+        return self._entries.pop(name)
+
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
         for entry_point in entry_points(group=self.group):
-            if entry_point.name in self._entries:
-                continue  # in-tree or already-imported plugin code registered it itself
-            self.register(entry_point.name, entry_point.load())
+            if entry_point.name not in self._entries:
+                self.register(entry_point.name, entry_point.load())
+                continue
+            # Either the plugin's own decorator already registered this very object, or two packages claim the
+            # name: then the first one stays, and the clash is reported instead of silently dropped.
+            module, _, attr = entry_point.value.partition(":")
+            existing = self._entries[entry_point.name]
+            if getattr(existing, "__module__", None) != module or getattr(existing, "__qualname__", attr) != attr:
+                warnings.warn(
+                    f"Entry point {entry_point.value!r} of group {self.group!r} is ignored: the {self.kind} name "
+                    f"{entry_point.name!r} is already registered to {existing!r}.",
+                    stacklevel=2,
+                )
 
     def reload_entry_points(self) -> None:
         """Read the entry-point group again, e.g. after installing a plugin package in a running process."""

@@ -147,21 +147,32 @@ class GaussianMixtureScoreModel(ModelMixin, ConfigMixin):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
 
+    def _eigendecomposition(self, dtype: torch.dtype):
+        """Sigma_k = U diag(lambda) U^T, computed in float64 once per value of the covariances (a sampler calls
+        the model at every step with the same mixture; the tensor's version counter tells when it changed)."""
+        key = (self.covariances._version, self.covariances.data_ptr(), self.covariances.device, dtype)
+        cache = getattr(self, "_eigh_cache", None)
+        if cache is None or cache[0] != key:
+            eigvals, eigvecs = torch.linalg.eigh(self.covariances.detach().to(torch.float64))
+            self._eigh_cache = cache = (key, eigvals.to(dtype), eigvecs.to(dtype))
+        return cache[1], cache[2]
+
     def _component_terms(self, x: torch.Tensor, t):
         """For flat x (B, D): the log of w_k N(x; m mu_k, m^2 Sigma_k + sigma^2 I), shape (B, K), and
         each component's score, shape (B, K, D). Uses Sigma_k = U diag(lambda) U^T, so the time-dependent
         covariance is U diag(m^2 lambda + sigma^2) U^T: no matrix inverse per step."""
         dtype = x.dtype
         t = self._times(t, x)
-        eigvals, eigvecs = torch.linalg.eigh(self.covariances.to(torch.float64))
-        eigvals, eigvecs = eigvals.to(dtype), eigvecs.to(dtype)
+        eigvals, eigvecs = self._eigendecomposition(dtype)
         m = self.sde.marginal_mean_coeff(t)[:, None, None]
         std = self.sde.marginal_std(t)[:, None, None]
         diff = x[:, None, :] - m * self.means.to(dtype)[None]  # (B, K, D)
         z = torch.einsum("bkd,kde->bke", diff, eigvecs)
         var = m**2 * eigvals[None] + std**2  # (B, K, D)
         log_normal = -0.5 * ((z**2 / var).sum(-1) + var.log().sum(-1) + x.shape[1] * math.log(2 * math.pi))
-        log_joint = self.weights.to(dtype).log()[None] + log_normal
+        # Normalise here, not only at construction: float32-stored weights sum to 1 only up to ~1e-7.
+        weights = self.weights.to(dtype)
+        log_joint = (weights / weights.sum()).log()[None] + log_normal
         scores = -torch.einsum("bke,kde->bkd", z / var, eigvecs)
         return log_joint, scores
 

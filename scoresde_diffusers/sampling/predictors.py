@@ -6,8 +6,6 @@ standard normal tensor like `x`, and `x_mean` is the step without its noise (sco
 Register a new one with ``@PREDICTORS.register("name")``.
 """
 
-import torch
-
 from ..registry import PREDICTORS
 from ..utils import append_dims
 

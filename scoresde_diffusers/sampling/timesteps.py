@@ -14,6 +14,9 @@ Why `discrete` is t N - 1: DDPM's alpha_bar_k = prod_{i<=k} (1 - beta_i) with be
 beta_end is, to first order in beta, exp(-(k+1) beta_start - (beta_end - beta_start) k (k+1) / (2 (N-1))), and
 the VP SDE with beta_min = N beta_start, beta_max = N beta_end has alpha_bar(t) = exp(-N beta_start t -
 N (beta_end - beta_start) t^2 / 2), which agrees at t = (k + 1) / N. So k = 0 is t = 1/N and k = N - 1 is t = 1.
+Against diffusers' default `DDPMScheduler` the noise scale sqrt(1 - alpha_bar_k) agrees to 4.9% at k = 0 (over the
+first step the continuous beta(t) has grown by (beta_max - beta_min) / N) and to 0.35% from k = 100 on
+(tests/test_parametrization.py).
 """
 
 from typing import Callable, NamedTuple

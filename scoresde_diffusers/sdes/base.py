@@ -72,6 +72,10 @@ class SDE(abc.ABC):
         """Mean m(t) x_0 and std sigma(t) of p_0t(x_t | x_0) (score_sde's `marginal_prob`); std has shape (B,)."""
         return append_dims(self.marginal_mean_coeff(t), x.ndim) * x, self.marginal_std(t)
 
+    def log_mean_ratio(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """log(m(t) / m(s)); subclasses override it with a form that stays accurate when s is close to t."""
+        return self.log_mean_coeff(t) - self.log_mean_coeff(s)
+
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """log(m(t)^2 / sigma(t)^2), the log signal-to-noise ratio of the perturbation kernel."""
         return 2 * (self.log_mean_coeff(t) - torch.log(self.marginal_std(t)))
@@ -83,12 +87,12 @@ class SDE(abc.ABC):
         b^2 = sigma(t)^2 - a^2 sigma(s)^2 (both kernels integrate the same g over [0, t] and [0, s]).
         Subclasses override this with a closed form that does not cancel catastrophically when s is close to t.
         """
-        a = torch.exp(self.log_mean_coeff(t) - self.log_mean_coeff(s))
+        a = torch.exp(self.log_mean_ratio(t, s))
         return (self.marginal_std(t) ** 2 - (a * self.marginal_std(s)) ** 2).clamp_min(0)
 
     def transition(self, t: torch.Tensor, s: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(a, b) of the exact forward transition x_t = a x_s + b z, z ~ N(0, I), for s <= t; shapes (B,)."""
-        a = torch.exp(self.log_mean_coeff(t) - self.log_mean_coeff(s))
+        a = torch.exp(self.log_mean_ratio(t, s))
         return a, self.transition_var(t, s).sqrt()
 
     def discretize(

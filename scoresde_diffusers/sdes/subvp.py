@@ -39,5 +39,6 @@ class SubVPSDE(VPSDE):
 
     def transition_var(self, t, s):
         # With u = m(t)^2, v = m(s)^2: (1-u)^2 - (u/v)(1-v)^2 = (1 - u/v)(1 - u v).
-        log_t, log_s = self.log_mean_coeff(t), self.log_mean_coeff(s)
-        return torch.expm1(2 * (log_t - log_s)) * torch.expm1(2 * (log_t + log_s))
+        # u / v - 1 through `log_mean_ratio`, which keeps its precision for s close to t.
+        log_sum = self.log_mean_coeff(t) + self.log_mean_coeff(s)
+        return torch.expm1(2 * self.log_mean_ratio(t, s)) * torch.expm1(2 * log_sum)

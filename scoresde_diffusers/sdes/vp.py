@@ -55,6 +55,11 @@ class VPSDE(SDE):
     def log_mean_coeff(self, t):
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
+    def log_mean_ratio(self, t, s):
+        # log m(t) - log m(s) = -(t - s) ((beta_max - beta_min) (t + s) / 4 + beta_min / 2): t - s is exact for close
+        # times, so this keeps full relative precision where the difference of the two logs would cancel.
+        return -(t - s) * (0.25 * (t + s) * (self.beta_max - self.beta_min) + 0.5 * self.beta_min)
+
     def marginal_std(self, t):
         return (-torch.expm1(2 * self.log_mean_coeff(t))).sqrt()
 
@@ -69,7 +74,7 @@ class VPSDE(SDE):
 
     def transition_var(self, t, s):
         # beta_i = 1 - alpha_bar(t) / alpha_bar(s): DDPM's beta on the grid, without cancellation.
-        return -torch.expm1(2 * (self.log_mean_coeff(t) - self.log_mean_coeff(s)))
+        return -torch.expm1(2 * self.log_mean_ratio(t, s))
 
     def langevin_alpha(self, t):
         # score_sde's VPSDE.alphas[timestep] = 1 - beta_i with beta_i = beta(t) / N.

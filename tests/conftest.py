@@ -1,0 +1,19 @@
+"""Shared pytest setup: nothing may reach the network, and every test starts from the same seed."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import pytest
+import torch
+
+# The tests use small tensors, where torch's intra-op threads cost far more than they save (and thrash when
+# several test processes share 2 cores).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
