@@ -1,0 +1,233 @@
+"""What every score-SDE pipeline shares: scheduler checks, sample shapes, the model call, the data range and output.
+
+A pipeline is the loop (see ../shared/DESIGN.md): it asks the scheduler for the grid and the steps and the SDE for
+nothing directly, except through the scheduler's `sde` in ODE-based pipelines. This mixin holds the pieces the
+loops have in common so that no pipeline repeats them.
+
+Data range. Samples live in the model's data range, ``[-1, 1]`` by default (diffusers' convention); score_sde's
+own checkpoints use ``[0, 1]`` (``config.data.centered = False``). A pipeline takes it as the ``data_range``
+argument of its `__init__`, registers it with `register_to_config`, so it is saved in ``model_index.json`` and
+restored by `from_pretrained`. ``output_type="np"``/``"pil"`` map ``data_range`` linearly onto [0, 1].
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import BaseOutput
+
+from scoresde_diffusers.sampling.parametrization import from_score
+from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin
+from scoresde_diffusers.utils import compute_dtype
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+DEFAULT_DATA_RANGE = (-1.0, 1.0)
+
+# Written next to model_index.json by `save_pretrained(..., write_pipeline_file=True)`: the file diffusers'
+# `custom_pipeline` mechanism executes (one import, so `find_pipeline_class` finds exactly one class).
+CUSTOM_PIPELINE_FILE_NAME = "pipeline.py"
+_CUSTOM_PIPELINE_TEMPLATE = '''"""Lets `DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline", trust_remote_code=True)` build a
+{name}: diffusers only resolves the class names of its own pipelines. Needs `pip install scoresde_diffusers`."""
+
+from {module} import {name}  # noqa: F401
+'''
+
+
+@dataclass
+class ScoreSdePipelineOutput(BaseOutput):
+    """Output of the score-SDE sampling pipelines.
+
+    Args:
+        images (`List[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`): the samples, by `output_type`:
+            PIL images, a (B, H, W, C) array in [0, 1] (a (B, D) array for vector data), or the raw tensor in the
+            model's data range.
+        nfe (`int`): number of score-model evaluations used.
+    """
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
+    nfe: int
+
+
+def check_data_range(data_range: Sequence[float]) -> List[float]:
+    """`data_range` as a ``[low, high]`` list of floats (the form saved in model_index.json); a ValueError otherwise."""
+    try:
+        low, high = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}.") from None
+    if not low < high:
+        raise ValueError(f"data_range must satisfy low < high, got {data_range!r}.")
+    return [low, high]
+
+
+class ScoreSdePipelineMixin:
+    """Shared helpers of the score-SDE pipelines; `self.unet` is the score model and `self.scheduler` a
+    `ScoreSdeSchedulerMixin` scheduler.
+
+    A pipeline using it calls ``self.register_data_range(data_range)`` in its `__init__` (after `register_modules`)
+    and resets the evaluation counter with ``self.reset_nfe()`` at the start of each call; `call_model` and
+    `model_score` count evaluations in `self.nfe`.
+    """
+
+    # ------------------------------------------------------------------ configuration
+    def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE) -> None:
+        """Validate `data_range` and store it in the pipeline config (saved in model_index.json)."""
+        self.register_to_config(data_range=check_data_range(data_range))
+
+    @property
+    def data_range(self) -> Tuple[float, float]:
+        """(low, high): the range of the model's data; ``[-1, 1]`` when the pipeline registered none."""
+        value = self.config.get("data_range", None)
+        return tuple(value) if value is not None else DEFAULT_DATA_RANGE
+
+    def check_scheduler(self, scheduler=None) -> None:
+        scheduler = self.scheduler if scheduler is None else scheduler
+        if not isinstance(scheduler, ScoreSdeSchedulerMixin):
+            raise ValueError(
+                f"{type(self).__name__} needs a score-SDE scheduler (VESDEScheduler, VPSDEScheduler, "
+                f"SubVPSDEScheduler or a ScoreSdeSchedulerMixin subclass), got {type(scheduler).__name__}."
+            )
+
+    @staticmethod
+    def check_output_type(output_type: str) -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+
+    # ------------------------------------------------------------------ shapes
+    def sample_shape(self, batch_size: int) -> Tuple[int, ...]:
+        """(B, C, H, W) from the model's `in_channels` and `sample_size`, or (B, D) for vector models."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        config = self.unet.config
+        size = getattr(config, "sample_size", None)
+        if size is not None:
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            return (int(batch_size), config.in_channels, height, width)
+        if getattr(config, "dim", None) is not None:
+            return (int(batch_size), config.dim)
+        raise ValueError("The model's config has neither `sample_size` (images) nor `dim` (vectors): cannot tell the sample shape.")
+
+    def check_sample(self, sample: torch.Tensor, batch_size: Optional[int] = None) -> None:
+        """A clear error when `sample` is not a tensor of the shape the model expects (and `batch_size` rows)."""
+        expected = self.sample_shape(1)[1:]
+        if not isinstance(sample, torch.Tensor):
+            raise ValueError(f"Expected a torch.Tensor of shape (B, {', '.join(map(str, expected))}); got {type(sample).__name__}.")
+        if sample.ndim < 1 or tuple(sample.shape[1:]) != expected:
+            what = "channels and size" if len(expected) == 3 else "dimension"
+            raise ValueError(
+                f"Expected samples of shape (B, {', '.join(map(str, expected))}) for this model (its {what}); "
+                f"got {tuple(sample.shape)}."
+            )
+        if batch_size is not None and sample.shape[0] != batch_size:
+            raise ValueError(f"Expected {batch_size} samples (batch_size), got {sample.shape[0]} in a tensor of shape {tuple(sample.shape)}.")
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def nfe(self) -> int:
+        """Number of score-model evaluations since the last `reset_nfe` (the last call of the pipeline)."""
+        return getattr(self, "_nfe", 0)
+
+    def reset_nfe(self) -> None:
+        self._nfe = 0
+
+    def call_model(self, sample: torch.Tensor, timestep: torch.Tensor, scheduler=None) -> torch.Tensor:
+        """The raw model output at (`sample`, model `timestep`), as diffusers' loops call a UNet; counts one evaluation."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        model_input = scheduler.scale_model_input(sample, timestep)
+        if isinstance(timestep, torch.Tensor) and timestep.is_floating_point():
+            timestep = timestep.to(device=sample.device, dtype=self.unet.dtype)
+        model_output = self.unet(model_input, timestep).sample
+        self._nfe = self.nfe + 1
+        return model_output
+
+    def model_score(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """grad log p_t(sample) from the model, at continuous times `t` of shape (B,), passed through the
+        `condition_score` hook (the identity unless a conditional pipeline overrides it); counts one evaluation."""
+        timestep = self.scheduler.t_to_timestep(t)
+        model_output = self.call_model(sample, timestep)
+        return self.condition_score(self.scheduler.get_score(model_output.to(sample.dtype), sample, t), sample, t)
+
+    # ------------------------------------------------------------------ the conditioning hook
+    # Conditional sampling (class guidance, inpainting, colorization) enters the one PC loop and the one ODE drift
+    # through these two overridable methods, instead of a copy of the loop per task (score_sde's
+    # controllable_generation.py copies it). Both are the identity here, and then `conditioned_model_output` is
+    # exactly `call_model`, so unconditional sampling is unchanged bit for bit.
+    def condition_score(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Hook: the score a sampler steps with at (`sample`, continuous `t` of shape (B,)), given the model's
+        `score`. Class-conditional sampling returns score + guidance_scale * grad log p_t(y | x)."""
+        return score
+
+    def condition_sample(self, sample: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
+        """Hook: the state a sampler evaluates the model at and steps from at continuous `t` (B,). Imputation
+        replaces the known part by the forward-noised observation here."""
+        return sample
+
+    def conditioned_model_output(self, sample: torch.Tensor, timestep, scheduler=None, generator=None):
+        """``(sample, model_output)`` for one PC step at the grid's `timestep`: `condition_sample` applied to
+        `sample`, then the model called there, its output carrying the `condition_score` score (converted through
+        the scheduler's ``prediction_type`` and back, so the scheduler's step uses the conditional score)."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        mixin = ScoreSdePipelineMixin
+        hooked_sample = type(self).condition_sample is not mixin.condition_sample
+        hooked_score = type(self).condition_score is not mixin.condition_score
+        if not (hooked_sample or hooked_score):
+            return sample, self.call_model(sample, timestep, scheduler)
+        dtype = compute_dtype(sample.dtype)
+        index = scheduler.index_for_timestep(timestep)
+        t = scheduler.t_grid[index].to(device=sample.device, dtype=dtype).expand(sample.shape[0])
+        if hooked_sample:
+            sample = self.condition_sample(sample, t, generator)
+        model_output = self.call_model(sample, timestep, scheduler)
+        if hooked_score:
+            x = sample.to(dtype)
+            score = self.condition_score(scheduler.get_score(model_output.to(dtype), x, t), x, t)
+            model_output = from_score(scheduler.sde, score, x, t, scheduler.config.prediction_type).to(model_output.dtype)
+        return sample, model_output
+
+    # ------------------------------------------------------------------ output
+    def postprocess(self, sample: torch.Tensor, output_type: str):
+        """Turn a final sample into `output_type`: ``pt`` (as is), ``np`` or ``pil`` (scaled from `data_range` to [0, 1])."""
+        self.check_output_type(output_type)
+        if output_type == "pt":
+            return sample
+        if output_type == "pil" and sample.ndim != 4:
+            raise ValueError("output_type='pil' needs image-shaped samples (B, C, H, W); use 'np' or 'pt' for vectors.")
+        low, high = self.data_range
+        scaled = ((sample - low) / (high - low)).clamp(0, 1).cpu().float()
+        if scaled.ndim == 4:
+            scaled = scaled.permute(0, 2, 3, 1)
+        array = scaled.numpy()
+        return array if output_type == "np" else self.numpy_to_pil(array)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = False, **kwargs):
+        """diffusers' `save_pretrained` (model_index.json, one folder per component, safetensors weights).
+
+        Args:
+            write_pipeline_file (`bool`, defaults to `False`): also write ``pipeline.py``, a one-line import of this
+                class, so that ``DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline",
+                trust_remote_code=True)`` works (locally and from a Hub repo). Loading with this class,
+                ``ScoreSdePCPipeline.from_pretrained(path)``, never needs it.
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if write_pipeline_file:
+            source = _CUSTOM_PIPELINE_TEMPLATE.format(name=type(self).__name__, module=_public_module(type(self)))
+            with open(os.path.join(save_directory, CUSTOM_PIPELINE_FILE_NAME), "w", encoding="utf-8") as file:
+                file.write(source)
+
+
+def _public_module(cls) -> str:
+    """The shortest importable module that exports `cls` (``scoresde_diffusers`` once re-exported there)."""
+    import importlib
+
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts) + 1):
+        name = ".".join(parts[:end])
+        try:
+            if getattr(importlib.import_module(name), cls.__name__, None) is cls:
+                return name
+        except ImportError:
+            continue
+    return cls.__module__

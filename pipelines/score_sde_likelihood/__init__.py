@@ -1,0 +1,5 @@
+from .pipeline_score_sde_likelihood import (
+    ScoreSdeLikelihoodEvaluation,
+    ScoreSdeLikelihoodOutput,
+    ScoreSdeLikelihoodPipeline,
+)

@@ -1,0 +1,379 @@
+"""`ScoreSdeODEPipeline`: sampling, encoding and decoding with the probability-flow ODE (Song et al. 2021, sec. 4.3)."""
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from scoresde_diffusers.sampling.ode_solvers import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    check_tolerances,
+    get_ode_solver,
+    is_adaptive,
+    ode_time_grid,
+)
+from scoresde_diffusers.sampling.exponential_integrators import requires_sde
+from scoresde_diffusers.sampling.parametrization import from_score
+from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
+from scoresde_diffusers.utils import compute_dtype
+
+from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineMixin, ScoreSdePipelineOutput
+
+
+class ProbabilityFlowMixin(ScoreSdePipelineMixin):
+    """What the ODE and likelihood pipelines share: the probability-flow drift from the model and one ODE solve.
+
+    The drift is ``scheduler.sde.reverse_drift(x, t, score, probability_flow=True)``, f - 1/2 g^2 s (Song et al.
+    eq. 13): the SDE owns the maths, the pipeline only calls the model for the score s. Exponential integrators
+    (solvers with ``requires_sde``, `scoresde_diffusers.sampling.exponential_integrators`) get the SDE and the
+    model's denoiser x_0(x, t) instead.
+    """
+
+    #: The fixed-step solver used when `num_inference_steps` is given and no `solver`: UniPC-3 (DPM-Solver++(3M)
+    #: with corrector) on the clipped logSNR grid with a last step to zero noise; see docs/fast_sampling.md.
+    default_fixed_step_solver = "unipc_3m"
+    #: Noise level u = sigma / m where the default grid of an exponential integrator ends (then steps to u = 0).
+    default_min_noise = 0.03
+    #: The first step of the default logSNR grid jumps from T to noise level u = factor * (data half-range) *
+    #: sqrt(D): far above the data's diameter the denoiser is nearly constant and the exponential integrator
+    #: crosses that range exactly, so the steps go where the modes form (`time_grids.log_snr_grid`'s ``max_noise``).
+    max_noise_factor = 10.0
+
+    def default_max_noise(self) -> float:
+        """u at the end of the default grid's first jump: `max_noise_factor` * (high - low) / 2 * sqrt(D)."""
+        low, high = self.data_range
+        dim = 1
+        for size in self.sample_shape(1)[1:]:
+            dim *= size
+        return self.max_noise_factor * 0.5 * (high - low) * dim**0.5
+
+    def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m from the model, at times `t` (B,); one evaluation."""
+        return from_score(self.scheduler.sde, self.model_score(sample, t), sample, t, "sample")
+
+    def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """dx/dt of the probability-flow ODE at `sample` and continuous times `t` (B,); one model evaluation."""
+        score = self.model_score(sample, t)
+        return self.scheduler.sde.reverse_drift(sample, t, score, probability_flow=True)
+
+    def resolve_sampling_eps(self, sampling_eps: Optional[float]) -> float:
+        """`sampling_eps`, or the scheduler's ``config.sampling_eps``; a ValueError outside (0, T)."""
+        eps = self.scheduler.config.sampling_eps if sampling_eps is None else sampling_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self.scheduler.sde.T:
+            raise ValueError(f"sampling_eps must lie in (0, {self.scheduler.sde.T}), got {eps!r}.")
+        return float(eps)
+
+    def resolve_solver(self, solver: Optional[str], num_inference_steps: Optional[int], rtol: float, atol: float, has_grid: bool = False):
+        """The solver function for `solver` (``dopri5`` without steps or grid, `default_fixed_step_solver` with steps, ``heun`` with a grid), checking the combination."""
+        check_tolerances(rtol, atol)
+        # Steps without a grid: the fast default; a user's own grid of times: heun, as before; neither: dopri5.
+        name = solver if solver is not None else ("heun" if has_grid else "dopri5" if num_inference_steps is None else self.default_fixed_step_solver)
+        function = get_ode_solver(name)
+        if is_adaptive(function) and num_inference_steps is not None:
+            raise ValueError(f"Solver {name!r} is adaptive (steps set by rtol/atol); do not pass num_inference_steps, or pick a fixed-step solver (unipc_3m, dpm_solver_3m, heun, rk4, ...).")
+        return name, function
+
+    def time_grid(
+        self,
+        name: str,
+        solver,
+        num_inference_steps: Optional[int],
+        eps: float,
+        time_spacing: str,
+        timesteps: Optional[Sequence[float]],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """Decreasing continuous times from T to eps: the two end points for an adaptive solver, else the grid."""
+        T = self.scheduler.sde.T
+        if timesteps is not None:
+            if is_adaptive(solver):
+                raise ValueError(f"Solver {name!r} is adaptive: a custom `timesteps` grid needs euler, heun or rk4.")
+            if num_inference_steps is not None:
+                raise ValueError("Pass either num_inference_steps or timesteps, not both.")
+            grid = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
+            if grid.numel() < 2 or not torch.all(grid[1:] < grid[:-1]) or grid[0] > T or grid[-1] <= 0:
+                raise ValueError(f"timesteps must be at least 2 strictly decreasing continuous times in (0, {T}]; got {timesteps!r}.")
+            return grid.to(device=device, dtype=dtype)
+        if is_adaptive(solver):
+            return torch.tensor([T, eps], dtype=dtype, device=device)
+        if num_inference_steps is None:
+            raise ValueError(f"Fixed-step solver {name!r} needs num_inference_steps (or a custom `timesteps` grid).")
+        if time_spacing is None:
+            # Exponential integrators: the logSNR grid with one jump from T to `default_max_noise` (their default).
+            if requires_sde(solver):
+                if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
+                    raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+                return registered_time_grid("log_snr", self.scheduler.sde, num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
+            time_spacing = "uniform"
+        return ode_time_grid(self.scheduler.sde, num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
+
+    def default_exponential_eps(self, sampling_eps: Optional[float]) -> float:
+        """End time of an exponential integrator's grid: `sampling_eps` if given, else the time of noise level
+        `default_min_noise` (at least the scheduler's ``sampling_eps``)."""
+        if sampling_eps is not None:
+            return self.resolve_sampling_eps(sampling_eps)
+        eps = max(t_from_noise_level(self.scheduler.sde, self.default_min_noise), self.scheduler.config.sampling_eps)
+        return self.resolve_sampling_eps(min(eps, 0.5 * self.scheduler.sde.T))
+
+    def solve_flow(
+        self,
+        sample: torch.Tensor,
+        t_grid: torch.Tensor,
+        solver,
+        rtol: float,
+        atol: float,
+        callback: Optional[Callable] = None,
+        **solver_options,
+    ) -> torch.Tensor:
+        """Integrate the probability-flow ODE from ``t_grid[0]`` to ``t_grid[-1]`` (either direction), with a
+        progress bar: one tick per step for fixed-step solvers, the percentage of the time span covered for
+        adaptive ones."""
+        batch = sample.shape[0]
+        span = float(t_grid[-1] - t_grid[0])
+        adaptive = is_adaptive(solver)
+        with self.progress_bar(total=100 if adaptive else t_grid.numel() - 1) as progress_bar:
+
+            def func(t, x):
+                if adaptive:
+                    done = min(100, int(100 * float(t - t_grid[0]) / span))
+                    if done > progress_bar.n:
+                        progress_bar.update(done - progress_bar.n)
+                return self.probability_flow_drift(x, t.expand(batch))
+
+            def step_callback(i, t_next, x):
+                replaced = callback(i, t_next, x) if callback is not None else None
+                progress_bar.update()
+                return replaced
+
+            if requires_sde(solver):
+                # Exponential integrators: the SDE and the model's x_0 prediction (one evaluation per call).
+                solver_options = {"sde": self.scheduler.sde, "denoiser": lambda t, x: self.model_denoiser(x, t.expand(batch)), **solver_options}
+            y, _ = solver(func, sample, t_grid, rtol=rtol, atol=atol, callback=None if adaptive else step_callback, **solver_options)
+            if adaptive:
+                progress_bar.update(100 - progress_bar.n)
+        return y
+
+
+class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
+    r"""Sampling with the probability-flow ODE, and the encoder / decoder it defines (Song et al. 2021, sec. 4.3;
+    ../shared/reference/001 "Probability flow", 002 sec. 3.4).
+
+    The ODE dx/dt = f(x, t) - 1/2 g(t)^2 grad log p_t(x) (eq. 13) has the marginals p_t of the SDE, so solving it
+    from x_1 ~ p_1 (the prior) at t = 1 down to t = `sampling_eps` samples the data. It is deterministic and
+    invertible: `encode` maps data (t = eps) to latents (t = 1) and `decode` maps latents back, the
+    *identifiable* encoding of the paper (the latent of a point is fixed by the data distribution, not by
+    training), which makes interpolation in latent space possible. With `num_inference_steps` it runs a
+    fixed-step solver (``unipc_3m`` by default, see docs/fast_sampling.md; ``dpm_solver_3m``, ``edm_heun``, ``heun``, ``rk4``, ...) on a grid of times; without, an adaptive solver
+    (``dopri5`` by default, with `rtol` and `atol` 1e-5 as in score_sde). Every solver of `ODE_SOLVERS` works.
+
+    Args:
+        unet (`ModelMixin`): the score model, called like a diffusers UNet, ``unet(sample, timestep).sample``, with
+            the output type the scheduler's ``prediction_type`` says; its config gives the sample shape
+            (``sample_size`` and ``in_channels`` for images, ``dim`` for vectors).
+        scheduler (`ScoreSdeSchedulerMixin`): `VESDEScheduler`, `VPSDEScheduler` or `SubVPSDEScheduler`; it
+            provides the SDE, the model-output conversion and the default `sampling_eps`.
+        data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data, mapped to [0, 1]
+            for ``output_type="np"``/``"pil"``; saved in model_index.json.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample"]
+
+    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_data_range(data_range)
+
+    def _state_dtype(self) -> torch.dtype:
+        return compute_dtype(self.unet.dtype)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: Optional[int] = None,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[[Any, int, torch.Tensor, Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["sample"],
+        solver: Optional[str] = None,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        sampling_eps: Optional[float] = None,
+        time_spacing: Optional[str] = None,
+        timesteps: Optional[Sequence[float]] = None,
+        latents: Optional[torch.Tensor] = None,
+        denoise: Optional[bool] = None,
+        solver_options: Optional[Dict[str, Any]] = None,
+    ) -> Union[ScoreSdePipelineOutput, Tuple]:
+        r"""Draw `batch_size` samples by solving the probability-flow ODE from t = 1 to `sampling_eps`.
+
+        Args:
+            batch_size (`int`, defaults to 1): number of samples.
+            num_inference_steps (`int`, *optional*): steps of a fixed-step solver; leave it out for an adaptive one.
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*): random number generator(s) for
+                the prior sample, the only randomness; the same generator gives the same samples.
+            output_type (`str`, defaults to ``"pil"``): ``"pil"`` (image-shaped models only), ``"np"`` (scaled
+                from `data_range` to [0, 1]) or ``"pt"`` (the raw tensor in the model's data range).
+            return_dict (`bool`, defaults to `True`): return a `ScoreSdePipelineOutput` instead of a tuple.
+            callback_on_step_end (`Callable` or `PipelineCallback`, *optional*): fixed-step solvers only; called
+                after every step as ``callback_on_step_end(pipe, i, t, callback_kwargs)`` (``t`` the model timestep
+                the step started from) with the tensors named in `callback_on_step_end_tensor_inputs`; a returned
+                dict replaces them.
+            callback_on_step_end_tensor_inputs (`List[str]`, defaults to ``["sample"]``): tensors handed to the callback.
+            solver (`str`, *optional*): a name in `ODE_SOLVERS`; with `num_inference_steps` or `timesteps`
+                `default_fixed_step_solver` (``"unipc_3m"``: UniPC-3, an exponential integrator whose NFE is
+                `num_inference_steps`), without ``"dopri5"``.
+            rtol (`float`, defaults to 1e-5): relative tolerance of an adaptive solver; positive.
+            atol (`float`, defaults to 1e-5): absolute tolerance of an adaptive solver; positive.
+            sampling_eps (`float`, *optional*): the end time; defaults to the scheduler's ``sampling_eps``, and for
+                exponential integrators to the time of noise level `default_min_noise` (sigma / m = 0.03).
+            time_spacing (`str`, *optional*): grid of a fixed-step solver, a name in `TIME_GRIDS`: ``"uniform"`` in
+                t (score_sde), ``"quadratic"``, ``"log_sigma"``, ``"log_snr"``, ``"edm"``. By default ``"log_snr"``
+                with a first jump to noise level 10 sqrt(D) (`default_max_noise`) for exponential integrators, ``"uniform"`` else.
+            timesteps (`Sequence[float]`, *optional*): a custom decreasing grid of continuous times for a fixed-step
+                solver, instead of `num_inference_steps`.
+            latents (`torch.Tensor`, *optional*): standard normal noise of shape (batch_size, *sample shape) to start
+                from instead of drawing it; it is scaled by the scheduler's `init_noise_sigma` (use `decode` to start
+                from a latent x_1 itself).
+            denoise (`bool`, *optional*): finish at zero noise. Exponential integrators (default `True`) take their
+                last step to zero noise along the ODE (extrapolating the denoiser; `num_inference_steps` counts
+                that evaluation); other solvers (default `False`) take one Tweedie step from `sampling_eps`,
+                x_0 = (x + sigma^2 s) / m (one more evaluation; score_sde's ``denoise`` option).
+            solver_options (`dict`, *optional*): extra keywords for the solver (e.g. torchdiffeq's ``first_step``).
+
+        Returns:
+            `ScoreSdePipelineOutput` ``(images, nfe)`` or the tuple ``(images, nfe)``; `nfe` counts every model
+            evaluation (fixed-step: steps times the solver's stages; adaptive: as many as the solver needed).
+
+        Examples:
+
+        ```py
+        >>> import torch
+        >>> from scoresde_diffusers import GaussianMixtureScoreModel, VPSDEScheduler
+        >>> from scoresde_diffusers.pipelines import ScoreSdeODEPipeline
+
+        >>> scheduler = VPSDEScheduler()
+        >>> model = GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler)
+        >>> pipe = ScoreSdeODEPipeline(unet=model, scheduler=scheduler)
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> out = pipe(batch_size=8, num_inference_steps=20, solver="rk4", generator=torch.Generator().manual_seed(0), output_type="pt")
+        >>> out.images.shape, out.nfe  # 20 steps of 4 stages
+        (torch.Size([8, 2]), 80)
+        >>> z = pipe.encode(out.images)  # data -> latent at t = 1 (adaptive dopri5)
+        >>> bool(torch.allclose(pipe.decode(z), out.images, atol=1e-3))
+        True
+
+        ```
+        """
+        # 1. Check the arguments before any work.
+        self.check_output_type(output_type)
+        self.check_scheduler()
+        name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol, has_grid=timesteps is not None)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
+        if callback_on_step_end is not None and is_adaptive(ode_solver):
+            raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
+        exponential = requires_sde(ode_solver)
+        eps = self.default_exponential_eps(sampling_eps) if exponential and timesteps is None else self.resolve_sampling_eps(sampling_eps)
+        # An exponential integrator's last step goes to zero noise itself (extrapolated along the ODE, no extra
+        # evaluation beyond the one at the last grid time); the others take score_sde's Tweedie step if asked.
+        denoise = exponential if denoise is None else bool(denoise)
+        to_zero = exponential and denoise
+        valid_steps = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
+        grid_steps = num_inference_steps - 1 if to_zero and valid_steps and num_inference_steps > 1 else num_inference_steps
+
+        # 2. The prior sample x_1 and the grid of times.
+        device, dtype = self._execution_device, self._state_dtype()
+        shape = self.sample_shape(batch_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            self.check_sample(latents, batch_size)
+            latents = latents.to(device=device, dtype=dtype)
+        sample = latents * self.scheduler.init_noise_sigma
+        t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
+        self.reset_nfe()
+
+        # 3. Solve the probability-flow ODE from 1 to eps, with the user's callback after every fixed step.
+        callback = None
+        if callback_on_step_end is not None:
+            model_timesteps = self.scheduler.t_to_timestep(t_grid)
+
+            def callback(i, t_next, x):
+                tensors = {"sample": x}
+                callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                outputs = callback_on_step_end(self, i, model_timesteps[i], callback_kwargs)
+                return None if outputs is None else outputs.pop("sample", None)
+
+        options = {**({"denoise_to_zero": True} if to_zero else {}), **(solver_options or {})}
+        sample = self.solve_flow(sample, t_grid, ode_solver, rtol, atol, callback=callback, **options)
+
+        # 4. Optional denoising: Tweedie's estimate of x_0 from x_eps (score_sde's `denoise=True`).
+        if denoise and not exponential:
+            t_end = t_grid[-1].expand(sample.shape[0])
+            sample = from_score(self.scheduler.sde, self.model_score(sample, t_end), sample, t_end, "sample")
+
+        # 5. Output.
+        images = self.postprocess(sample.to(self.unet.dtype), output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, self.nfe)
+        return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
+
+    # ------------------------------------------------------------------ the encoder and decoder
+    def _transport(self, sample, to_latent: bool, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options):
+        self.check_scheduler()
+        self.check_sample(sample)
+        name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol)
+        eps = self.resolve_sampling_eps(sampling_eps)
+        device, dtype = self._execution_device, self._state_dtype()
+        t_grid = self.time_grid(name, ode_solver, num_inference_steps, eps, time_spacing, None, device, dtype)
+        if to_latent:
+            t_grid = t_grid.flip(0)
+        self.reset_nfe()
+        x = sample.to(device=device, dtype=dtype)
+        return self.solve_flow(x, t_grid, ode_solver, rtol, atol, **(solver_options or {})).to(sample.dtype)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        sample: torch.Tensor,
+        solver: Optional[str] = None,
+        num_inference_steps: Optional[int] = None,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        sampling_eps: Optional[float] = None,
+        time_spacing: str = "uniform",
+        solver_options: Optional[Dict[str, Any]] = None,
+    ) -> torch.Tensor:
+        """The latent x_1 of data `sample` (taken at t = `sampling_eps`): the probability-flow ODE solved forward
+        from eps to 1 (Song et al. 2021, sec. 4.3, "identifiable encoding"). Arguments as in `__call__`; the number
+        of model evaluations is in `pipe.nfe` afterwards. Returns a tensor of `sample`'s shape and dtype."""
+        return self._transport(sample, True, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        latents: torch.Tensor,
+        solver: Optional[str] = None,
+        num_inference_steps: Optional[int] = None,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        sampling_eps: Optional[float] = None,
+        time_spacing: str = "uniform",
+        solver_options: Optional[Dict[str, Any]] = None,
+    ) -> torch.Tensor:
+        """The data point (at t = `sampling_eps`) of latents x_1: the probability-flow ODE solved from 1 to eps, the
+        inverse of `encode` (up to the solver's error). `latents` are x_1 itself, not standard normal noise: for
+        a prior sample, ``init_noise_sigma * randn``. Returns a tensor in the model's data range."""
+        return self._transport(latents, False, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options)

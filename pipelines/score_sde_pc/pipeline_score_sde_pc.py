@@ -1,0 +1,192 @@
+"""`ScoreSdePCPipeline`: predictor-corrector sampling of the reverse-time SDE (Song et al. 2021, Algorithms 2-3)."""
+
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineMixin, ScoreSdePipelineOutput
+
+
+class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
+    r"""Predictor-corrector (PC) sampler of a score-based model (Song et al. 2021, section 4.2, Algorithms 2-3;
+    ../shared/reference/002 section 3.5).
+
+    From x ~ N(0, `init_noise_sigma`^2 I) at t = 1, each time t_i of the scheduler's grid (1 -> `sampling_eps`)
+    runs `correct_steps` corrector steps (score-based MCMC at fixed t_i: Langevin, annealed Langevin, ...) and then
+    one predictor step t_i -> t_{i+1} (a reverse-SDE solver step: reverse diffusion, Euler-Maruyama, ancestral,
+    ...). The last predictor step returns its noise-free mean (score_sde's ``denoise=True``). Every update rule is
+    the scheduler's (`step_correct`, `step`): the pipeline is only the loop. The corrector-only configuration
+    (``predictor="none", corrector="annealed_langevin"``) is annealed Langevin dynamics (NCSN; see
+    `ScoreSdeAnnealedLangevinPipeline`), the predictor-only one (``corrector="none"``) plain reverse-SDE sampling.
+
+    Args:
+        unet (`ModelMixin`): the score model, called like a diffusers UNet, ``unet(sample, timestep).sample``, with
+            the output type the scheduler's ``prediction_type`` says; its config gives the sample shape
+            (``sample_size`` and ``in_channels`` for images, ``dim`` for vectors).
+        scheduler (`ScoreSdeSchedulerMixin`): `VESDEScheduler`, `VPSDEScheduler` or `SubVPSDEScheduler`.
+        data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data, mapped to [0, 1]
+            for ``output_type="np"``/``"pil"``; saved in model_index.json.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample"]
+
+    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_data_range(data_range)
+
+    # ------------------------------------------------------------------ the scheduler of one call
+    def sampling_scheduler(
+        self,
+        snr: Optional[float] = None,
+        correct_steps: Optional[int] = None,
+        predictor: Optional[str] = None,
+        corrector: Optional[str] = None,
+    ):
+        """`self.scheduler`, or, when an argument differs from its config, a `from_config` copy with that value.
+
+        The copy leaves the pipeline's scheduler untouched, so the overrides hold for one call only; the
+        scheduler validates them (unknown predictor or corrector names, snr <= 0) with its usual errors.
+        """
+        self.check_scheduler()
+        if correct_steps is not None and (isinstance(correct_steps, bool) or not isinstance(correct_steps, int) or correct_steps < 0):
+            raise ValueError(f"correct_steps must be an integer >= 0, got {correct_steps!r}.")
+        overrides = {"snr": snr, "correct_steps": correct_steps, "predictor": predictor, "corrector": corrector}
+        overrides = {k: v for k, v in overrides.items() if v is not None and v != self.scheduler.config[k]}
+        if not overrides:
+            return self.scheduler
+        return type(self.scheduler).from_config(self.scheduler.config, **overrides)
+
+    def check_callback_inputs(self, callback_on_step_end_tensor_inputs: Optional[List[str]]) -> None:
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
+
+    def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler):
+        """The prior sample x_1 = `init_noise_sigma` * z, with z drawn here or given as `latents` (standard normal)."""
+        shape = self.sample_shape(batch_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            self.check_sample(latents, batch_size)
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * scheduler.init_noise_sigma
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int = 1000,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[[Any, int, torch.Tensor, Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["sample"],
+        snr: Optional[float] = None,
+        correct_steps: Optional[int] = None,
+        predictor: Optional[str] = None,
+        corrector: Optional[str] = None,
+        latents: Optional[torch.Tensor] = None,
+    ) -> Union[ScoreSdePipelineOutput, Tuple]:
+        r"""Draw `batch_size` samples with predictor-corrector sampling.
+
+        Args:
+            batch_size (`int`, defaults to 1): number of samples.
+            num_inference_steps (`int`, defaults to 1000): N, the number of times on the grid, i.e. of predictor steps.
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*): random number generator(s) for the
+                prior sample and every noise term; the same generator gives the same samples.
+            output_type (`str`, defaults to ``"pil"``): ``"pil"`` (image-shaped models only), ``"np"`` (scaled
+                from `data_range` to [0, 1]) or ``"pt"`` (the raw tensor in the model's data range).
+            return_dict (`bool`, defaults to `True`): return a `ScoreSdePipelineOutput` instead of a tuple.
+            callback_on_step_end (`Callable` or `PipelineCallback`, *optional*): called after every step as
+                ``callback_on_step_end(pipe, i, t, callback_kwargs)`` with the tensors named in
+                `callback_on_step_end_tensor_inputs`; a returned dict replaces them.
+            callback_on_step_end_tensor_inputs (`List[str]`, defaults to ``["sample"]``): tensors handed to the callback.
+            snr (`float`, *optional*): signal-to-noise ratio of the corrector step size (Algorithm 4); defaults to
+                the scheduler's ``snr``.
+            correct_steps (`int`, *optional*): M, corrector steps per time; defaults to the scheduler's ``correct_steps``.
+            predictor (`str`, *optional*): a name in `PREDICTORS` (``"none"`` for corrector-only sampling); defaults
+                to the scheduler's ``predictor``.
+            corrector (`str`, *optional*): a name in `CORRECTORS` (``"none"`` for predictor-only sampling);
+                defaults to the scheduler's ``corrector``.
+            latents (`torch.Tensor`, *optional*): standard normal noise of shape (batch_size, *sample shape) to
+                start from instead of drawing it; it is scaled by the scheduler's `init_noise_sigma`.
+
+        The overrides (`snr`, `correct_steps`, `predictor`, `corrector`) apply to this call only.
+
+        Returns:
+            `ScoreSdePipelineOutput` ``(images, nfe)`` or the tuple ``(images, nfe)``. The number of score evaluations
+            is ``N * correct_steps`` for the corrector (none if it is ``"none"``) plus ``N`` for the predictor (none
+            if it is ``"none"``, which takes no step and needs no score).
+
+        Examples:
+
+        ```py
+        >>> import torch
+        >>> from scoresde_diffusers import GaussianMixtureScoreModel, VPSDEScheduler
+        >>> from scoresde_diffusers.pipelines import ScoreSdePCPipeline
+
+        >>> scheduler = VPSDEScheduler()
+        >>> model = GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler)
+        >>> pipe = ScoreSdePCPipeline(unet=model, scheduler=scheduler)
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> out = pipe(batch_size=8, num_inference_steps=50, corrector="langevin", generator=generator, output_type="pt")
+        >>> out.images.shape, out.nfe  # per time: one Langevin step, then one reverse-diffusion step
+        (torch.Size([8, 2]), 100)
+
+        ```
+        """
+        # 1. Check the arguments before any work: a bad one fails fast with a clear message.
+        self.check_output_type(output_type)
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
+        scheduler = self.sampling_scheduler(snr=snr, correct_steps=correct_steps, predictor=predictor, corrector=corrector)
+        use_predictor = scheduler.config.predictor != "none"  # the "none" predictor takes no step: no score needed
+        num_corrections = scheduler.config.correct_steps if scheduler.config.corrector != "none" else 0
+        if not use_predictor and num_corrections == 0:
+            raise ValueError("predictor and corrector are both 'none' (or correct_steps is 0): there is nothing to sample with.")
+
+        # 2. The prior sample x_1 and the grid.
+        device = self._execution_device
+        sample = self.prepare_latents(batch_size, self.unet.dtype, device, generator, latents, scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        self.reset_nfe()
+        last = num_inference_steps - 1
+
+        # 3. At each time: corrector steps at t_i, then the predictor step t_i -> t_{i+1} (Algorithms 2-3).
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(scheduler.timesteps):
+                for _ in range(num_corrections):
+                    # The conditioning hook (identity when unconditional): see ScoreSdePipelineMixin.
+                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator)
+                    corrected = scheduler.step_correct(model_output, sample, t, generator=generator)
+                    sample = corrected.prev_sample
+                if use_predictor:
+                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator)
+                    sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
+                elif i == last:
+                    sample = corrected.prev_sample_mean  # corrector-only: end on the last step's noise-free mean
+
+                if callback_on_step_end is not None:
+                    tensors = {"sample": sample}
+                    callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if callback_outputs is not None:
+                        sample = callback_outputs.pop("sample", sample)
+                progress_bar.update()
+
+        # 4. Output.
+        images = self.postprocess(sample, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, self.nfe)
+        return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
