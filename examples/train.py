@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Train a score-based generative model through an SDE (Song et al., ICLR 2021).
+
+    python examples/train.py                                   # VP model of the 8x8 digits, CPU, ~8 minutes
+    accelerate launch examples/train.py --dataset path/to/images --resolution 32 --sde ve
+    accelerate launch --num_processes 2 --cpu examples/train.py --max_train_steps 100
+
+All options: ``python examples/train.py --help``; the guide is docs/training.md. The script is only the command
+line: the work is `scoresde_diffusers.training.train`.
+"""
+
+import sys
+
+from scoresde_diffusers.training import parse_args, train
+
+
+def main(argv=None):
+    result = train(parse_args(argv))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
