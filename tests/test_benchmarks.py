@@ -1,0 +1,54 @@
+"""Every benchmark script runs in its quick mode (so they never rot); their numbers are not asserted."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quality_vs_nfe_quick(tmp_path):
+    module = load("quality_vs_nfe")
+    module.main(["--quick", "--out-dir", str(tmp_path), "--mixtures", "ring2d"])
+    rows = json.loads((tmp_path / "quality_vs_nfe.json").read_text())
+    assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"}
+    assert any(r["sampler"].startswith("diffusers") for r in rows)
+    assert all(r["nfe"] > 0 for r in rows)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- quality_vs_nfe:start -->" in text and "| ring2d |" in text
+    assert (tmp_path / "quality_vs_nfe.png").stat().st_size > 0
+
+
+def test_overhead_quick(tmp_path):
+    module = load("overhead")
+    out = tmp_path / "benchmarks.md"
+    module.main(["--quick", "--out", str(out)])
+    assert "relative to bare torch" in out.read_text()
+
+
+def test_write_section_replaces_in_place(tmp_path):
+    common = load("common")
+    path = tmp_path / "page.md"
+    path.write_text("# Page\n\nintro\n")
+    common.write_section("x", "first", path)
+    common.write_section("x", "second", path)
+    text = path.read_text()
+    assert "second" in text and "first" not in text and text.startswith("# Page")
