@@ -8,6 +8,10 @@ following diffusers' own split of schedulers and pipelines.
 from setuptools import find_packages, setup
 
 library_packages = find_packages(include=["scoresde_diffusers", "scoresde_diffusers.*"])
+# schedulers/ and pipelines/ (with its sub-packages) are mapped into the namespace.
+mapped_packages = ["scoresde_diffusers.schedulers", "scoresde_diffusers.pipelines"] + [
+    "scoresde_diffusers.pipelines." + name for name in find_packages("pipelines")
+]
 
 setup(
     name="scoresde_diffusers",
@@ -17,7 +21,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=library_packages + ["scoresde_diffusers.schedulers", "scoresde_diffusers.pipelines"],
+    packages=library_packages + mapped_packages,
     package_dir={
         "scoresde_diffusers.schedulers": "schedulers",
         "scoresde_diffusers.pipelines": "pipelines",
@@ -25,15 +29,18 @@ setup(
     install_requires=[
         "torch>=2.1",
         "diffusers>=0.30",
+        "accelerate>=0.30",
         "huggingface_hub>=0.23",
         "safetensors",
+        "torchdiffeq>=0.2.3",
         "numpy",
         "tqdm",
         "matplotlib",
     ],
     extras_require={
-        "train": ["accelerate>=0.30", "datasets>=2.19", "transformers", "tensorboard", "scikit-learn"],
-        "test": ["pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.19"],
+        "train": ["accelerate>=0.30", "datasets>=2.19", "transformers", "tensorboard", "scikit-learn", "Jinja2"],
+        "eval": ["torchmetrics>=1.0"],
+        "test": ["torchmetrics>=1.0", "pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.19", "transformers", "tensorboard", "Jinja2"],
     },
     entry_points={},
 )
