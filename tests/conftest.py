@@ -1,6 +1,7 @@
 """Shared pytest setup: nothing may reach the network, and every test starts from the same seed."""
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -17,3 +18,11 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_custom_pipeline_modules(monkeypatch):
+    # diffusers executes every local `pipeline.py` (custom_pipeline) into one cached module, so a pipeline class
+    # loaded by an earlier test would stay there beside the next one; each test starts as a new process would.
+    for name in [name for name in sys.modules if "diffusers_modules" in name and name.endswith("pipeline")]:
+        monkeypatch.delitem(sys.modules, name)

@@ -1,7 +1,5 @@
 """Tests of `ScoreSdePCPipeline` and `ScoreSdeAnnealedLangevinPipeline`."""
 
-import sys
-
 import pytest
 
 import torch
@@ -123,13 +121,8 @@ def test_float64_model_samples_in_float64():
     assert torch.isfinite(x64).all()  # (float32 and float64 draw different noise from one seed: not comparable)
 
 
-def test_diffusion_pipeline_from_pretrained_with_custom_pipeline_file(tmp_path, monkeypatch):
+def test_diffusion_pipeline_from_pretrained_with_custom_pipeline_file(tmp_path):
     from diffusers import DiffusionPipeline
-
-    # diffusers executes every local `pipeline.py` into one cached module, so a pipeline.py loaded earlier in this
-    # process (the docs test loads one) would leave its class there too; start from a clean cache as a new process would.
-    for name in [name for name in sys.modules if "diffusers_modules" in name and name.endswith("pipeline")]:
-        monkeypatch.delitem(sys.modules, name)
 
     pipe = four_gaussians_pipeline(VESDEScheduler(sigma_max=10.0), ScoreSdeAnnealedLangevinPipeline)
     pipe.save_pretrained(tmp_path, write_pipeline_file=True)
