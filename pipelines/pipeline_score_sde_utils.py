@@ -66,10 +66,16 @@ class ScoreSdePipelineMixin:
     """Shared helpers of the score-SDE pipelines; `self.unet` is the score model and `self.scheduler` a
     `ScoreSdeSchedulerMixin` scheduler.
 
-    A pipeline using it calls ``self.register_data_range(data_range)`` in its `__init__` (after `register_modules`)
-    and resets the evaluation counter with ``self.reset_nfe()`` at the start of each call; `call_model` and
+    Its `__init__` is that of every pipeline made of a score model and a scheduler (the mixin comes before
+    `DiffusionPipeline` in the bases); a pipeline with other components registers them itself and calls
+    ``self.register_data_range(data_range)``. Each call starts with ``self.reset_nfe()``; `call_model` and
     `model_score` count evaluations in `self.nfe`.
     """
+
+    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_data_range(data_range)
 
     # ------------------------------------------------------------------ configuration
     def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE) -> None:

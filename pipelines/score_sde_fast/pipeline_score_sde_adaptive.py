@@ -1,6 +1,6 @@
 """`ScoreSdeAdaptivePipeline`: reverse-SDE sampling with error-controlled step sizes ("Gotta Go Fast")."""
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -9,7 +9,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from scoresde_diffusers.sampling.adaptive_sde import get_sde_solver
 from scoresde_diffusers.utils import compute_dtype
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineMixin, ScoreSdePipelineOutput
+from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
 
 class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
@@ -28,11 +28,6 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = []
-
-    def __init__(self, unet, scheduler, data_range: Sequence[float] = DEFAULT_DATA_RANGE):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
 
     @torch.no_grad()
     def __call__(

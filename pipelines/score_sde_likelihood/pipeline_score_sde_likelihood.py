@@ -21,7 +21,6 @@ from scoresde_diffusers.likelihood import (
 from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, is_adaptive
 from scoresde_diffusers.utils import compute_dtype
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE
 from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin
 
 #: score_sde's `get_likelihood_fn(eps=1e-5)`: likelihoods are computed from t = 1e-5 whatever the sampling eps.
@@ -95,11 +94,6 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-
-    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
 
     # ------------------------------------------------------------------ data preparation
     def _is_image_model(self) -> bool:

@@ -20,7 +20,7 @@ from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
 from scoresde_diffusers.utils import compute_dtype
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineMixin, ScoreSdePipelineOutput
+from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
 
 class ProbabilityFlowMixin(ScoreSdePipelineMixin):
@@ -182,11 +182,6 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
-
-    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
 
     def _state_dtype(self) -> torch.dtype:
         return compute_dtype(self.unet.dtype)

@@ -7,7 +7,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineMixin, ScoreSdePipelineOutput
+from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
 
 class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
@@ -33,11 +33,6 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
-
-    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
-        super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
 
     # ------------------------------------------------------------------ the scheduler of one call
     def sampling_scheduler(
