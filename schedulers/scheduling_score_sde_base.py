@@ -1,9 +1,15 @@
-"""The shared base of the score-SDE schedulers: time grid, model-output conversion, predictor and corrector steps.
+"""The shared bases of the score-SDE schedulers.
 
-`VESDEScheduler`, `VPSDEScheduler` and `SubVPSDEScheduler` differ only in the SDE they build from their config
-and in their defaults; everything they do is here, once (a deliberate break from diffusers' `# Copied from`,
-see ../shared/STYLE.md). The maths lives in `scoresde_diffusers.sdes`, the update rules in
-`scoresde_diffusers.sampling`; a scheduler only owns the grid and the bookkeeping.
+- `ScoreSdeSchedulerMixin`: what every score-SDE scheduler does: the SDE, the map between continuous time and
+  model timesteps, the reading of model outputs (score, epsilon, x_0, v), locating a timestep on the grid,
+  `add_noise` and `get_velocity`, loading foreign configs.
+- `ScoreSdePCSchedulerMixin`: the predictor-corrector sampler of the reverse SDE on score_sde's uniform grid
+  (`step` = one predictor step, `step_correct` = one corrector step); `VESDEScheduler`, `VPSDEScheduler` and
+  `SubVPSDEScheduler` differ only in the SDE they build from their config and in their defaults.
+
+Everything the schedulers share is here, once (a deliberate break from diffusers' `# Copied from`, see
+../shared/STYLE.md). The maths lives in `scoresde_diffusers.sdes`, the update rules in `scoresde_diffusers.sampling`;
+a scheduler only owns the grid and the bookkeeping.
 """
 
 from dataclasses import dataclass
@@ -43,13 +49,12 @@ def _as_tensor(value, device=None) -> torch.Tensor:
 
 class ScoreSdeSchedulerMixin:
     """What every score-SDE scheduler does. A subclass builds `self.sde` in its `__init__` and calls
-    `self._init_sde_scheduler(sde)`; it may override `_convert_foreign_config` to load other schedulers' configs.
+    `self._init_sde_scheduler(sde)`; it may override `_convert_foreign_config` to load other schedulers' configs,
+    and it implements `set_timesteps` (filling the grid with `_set_grid`) and `step`.
 
-    The scheduler keeps a grid of continuous times 1 = t_0 > t_1 > ... > t_{n-1} = `sampling_eps`
-    (``linspace(1, eps, n)`` as in score_sde and diffusers' `ScoreSdeVeScheduler`); predictor step i moves
-    from t_i to t_{i+1}, the last one from eps to 0 without noise. `timesteps` holds the same grid mapped
-    through `timestep_type` to what the model is called with, so diffusers' loops pass them to the model
-    unchanged.
+    The grid: `t_grid` holds continuous times in float64 on the CPU, `timesteps` the values the model is called
+    with at each call of `step` (the grid times mapped through ``timestep_type``, so diffusers' loops pass them to
+    the model unchanged), and `timestep_times` the continuous time of each entry of `timesteps`.
     """
 
     order = 1
@@ -58,12 +63,7 @@ class ScoreSdeSchedulerMixin:
     def _init_sde_scheduler(self, sde: SDE) -> None:
         config = self.config
         # An unknown name is an error that names the config argument and lists the registered names.
-        for key, registry in (
-            ("predictor", PREDICTORS),
-            ("corrector", CORRECTORS),
-            ("prediction_type", PREDICTION_TYPES),
-            ("timestep_type", TIMESTEP_MAPS),
-        ):
+        for key, registry in self._registered_config_names():
             try:
                 registry.get(getattr(config, key))
             except ValueError as err:
@@ -71,16 +71,21 @@ class ScoreSdeSchedulerMixin:
         if int(config.num_train_timesteps) < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {config.num_train_timesteps}.")
         self._check_sampling_eps(config.sampling_eps)
-        if config.snr <= 0:
-            raise ValueError(f"snr must be positive, got {config.snr}.")
-        if int(config.correct_steps) < 0:
-            raise ValueError(f"correct_steps must be a non-negative integer, got {config.correct_steps}.")
+        # diffusers writes `_class_name` only into saved files; kept in memory too, a config handed to another
+        # class's `from_config` still says where it came from (VP and sub-VP configs have the same keys).
+        self.register_to_config(_class_name=type(self).__name__)
         self.sde = sde
         self.num_inference_steps = None
         self.timesteps = None
+        self.timestep_times = None
         self.sigmas = None
         self.t_grid = None
         self._step_index = None
+        self._device_times = {}
+
+    def _registered_config_names(self):
+        """(config key, registry) pairs whose values must be registered names."""
+        return (("prediction_type", PREDICTION_TYPES), ("timestep_type", TIMESTEP_MAPS))
 
     @classmethod
     def _convert_foreign_config(cls, config: dict) -> dict:
@@ -139,41 +144,60 @@ class ScoreSdeSchedulerMixin:
             timestep = timestep.double()
         return timestep_to_t(self.sde, timestep, self.config.timestep_type, self.config.num_train_timesteps)
 
-    def set_timesteps(
-        self,
-        num_inference_steps: int,
-        device: Union[str, torch.device, None] = None,
-        sampling_eps: Optional[float] = None,
-    ) -> None:
-        """Set the sampling grid: `num_inference_steps` times from 1 down to `sampling_eps`.
-
-        Args:
-            num_inference_steps (`int`): number of predictor steps (one score evaluation each, without corrector).
-            device (`str` or `torch.device`, *optional*): device of `timesteps` and `sigmas`.
-            sampling_eps (`float`, *optional*): last time of the grid; defaults to ``config.sampling_eps``.
-        """
+    @staticmethod
+    def _check_num_inference_steps(num_inference_steps) -> int:
         try:
             valid = not isinstance(num_inference_steps, bool) and int(num_inference_steps) == num_inference_steps >= 1
         except (TypeError, ValueError):  # None, strings, ...
             valid = False
         if not valid:
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-        eps = self.config.sampling_eps if sampling_eps is None else sampling_eps
-        self._check_sampling_eps(eps)
-        self.num_inference_steps = int(num_inference_steps)
-        self.sampling_eps = float(eps)
-        # The grid is kept in float64 on the CPU: index lookups and time differences near eps stay exact.
-        self.t_grid = torch.linspace(self.sde.T, eps, self.num_inference_steps, dtype=torch.float64)
-        self._t_next = torch.cat([self.t_grid[1:], self.t_grid.new_zeros(1)])
-        self._timesteps_f64 = self.t_to_timestep(self.t_grid)
+        return int(num_inference_steps)
+
+    def _set_grid(self, t_grid: torch.Tensor, timestep_times: torch.Tensor, device=None) -> None:
+        """Store a new grid: `t_grid` and `timestep_times` (the time of each call of `step`), float64 on the CPU."""
+        # Kept in float64 on the CPU: index lookups and time differences near eps stay exact.
+        self.t_grid = t_grid
+        self.timestep_times = timestep_times
+        self._timesteps_f64 = self.t_to_timestep(timestep_times)
         self.timesteps = self._timesteps_f64.to(device=device, dtype=torch.float32)
-        self.sigmas = self.sde.marginal_std(self.t_grid).to(device=device, dtype=torch.float32)
+        self.sigmas = self.sde.marginal_std(timestep_times).to(device=device, dtype=torch.float32)
         self._step_index = 0
+        self._device_times = {}
+
+    def _times_on(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The float64 grid attribute `name` on `device` in `dtype`, copied once per grid rather than per step."""
+        key = (name, device, dtype)
+        if key not in self._device_times:
+            self._device_times[key] = getattr(self, name).to(device=device, dtype=dtype)
+        return self._device_times[key]
+
+    def _time_at(self, index: int, sample: torch.Tensor, dtype: torch.dtype, name: str = "timestep_times") -> torch.Tensor:
+        """The time of step `index` as a batch (B,) on `sample`'s device, without a host-to-device copy."""
+        return self._times_on(name, sample.device, dtype)[index].expand(sample.shape[0])
+
+    def _is_entry(self, timestep, index: int) -> bool:
+        """Whether `timestep` is (a broadcast of) the tensor ``self.timesteps[index]`` itself: diffusers' loops pass
+        the entries of `timesteps`, and recognising them by address avoids reading a device value back per step."""
+        return (
+            isinstance(timestep, torch.Tensor)
+            and 0 <= index < len(self.timesteps)
+            and timestep.dtype == self.timesteps.dtype
+            and timestep.device == self.timesteps.device
+            and all(stride == 0 for stride in timestep.stride())
+            and timestep.data_ptr() == self.timesteps.data_ptr() + index * self.timesteps.element_size()
+        )
 
     def index_for_timestep(self, timestep) -> int:
-        """Position of `timestep` (one of `timesteps`, a scalar or a batch of equal values) in the grid."""
-        if self.t_grid is None:
+        """Position of `timestep` (one of `timesteps`, a scalar or a batch of equal values) in `timesteps`.
+
+        The position the next `step` expects is tried first (diffusers' ``step_index``), so repeated values, as the
+        two stages of a Heun step, resolve in order; any other value on the grid is found by search."""
+        if self.timestep_times is None:
             raise ValueError("The time grid is not set: call `set_timesteps(num_inference_steps)` first.")
+        expected = self._step_index
+        if self._is_entry(timestep, expected):
+            return expected
         value = _as_tensor(timestep).detach().to("cpu", torch.float64).flatten()
         if not torch.isfinite(value).all():
             raise ValueError(f"`timestep` must be finite, got {timestep!r}; pass the values of `scheduler.timesteps`.")
@@ -181,26 +205,23 @@ class ScoreSdeSchedulerMixin:
             raise ValueError(f"`timestep` must be a scalar or a batch of equal values, got {timestep!r}.")
         value = value[0]
         distance = (self._timesteps_f64 - value).abs()
+        tolerance = 1e-5 * max(1.0, abs(float(value)))
+        if expected is not None and expected < len(distance) and distance[expected] <= tolerance:
+            return expected
         index = int(distance.argmin())
-        if distance[index] <= 1e-5 * max(1.0, abs(float(value))):
+        if distance[index] <= tolerance:
             return index
         t = float(self.timestep_to_t(value))
-        low, high = self.sampling_eps, self.sde.T
+        low, high = float(self.timestep_times.min()), self.sde.T
         if not low - 1e-9 <= t <= high + 1e-9:
             raise ValueError(
                 f"timestep {float(value):.6g} is continuous time t={t:.6g}, outside [eps, 1] = [{low:g}, {high:g}]; "
-                f"allowed timesteps run from {float(self._timesteps_f64[-1]):.6g} to {float(self._timesteps_f64[0]):.6g}."
+                f"allowed timesteps run from {float(self._timesteps_f64.min()):.6g} to {float(self._timesteps_f64.max()):.6g}."
             )
         raise ValueError(
             f"timestep {float(value):.6g} is not on the grid set by `set_timesteps({self.num_inference_steps})`: "
             f"pass the values of `scheduler.timesteps`."
         )
-
-    def _grid_times(self, index: int, sample: torch.Tensor, dtype: torch.dtype):
-        batch = sample.shape[0]
-        t = self.t_grid[index].to(device=sample.device, dtype=dtype).expand(batch)
-        t_next = self._t_next[index].to(device=sample.device, dtype=dtype).expand(batch)
-        return t, t_next
 
     # ------------------------------------------------------------------ model output
     def _check_model_output(self, model_output: torch.Tensor, sample: torch.Tensor) -> None:
@@ -215,6 +236,90 @@ class ScoreSdeSchedulerMixin:
     def get_score(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The score grad log p_t(sample) that `model_output` stands for under `prediction_type`."""
         return to_score(self.sde, model_output, sample, t, self.config.prediction_type)
+
+    def get_denoised(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m that `model_output` stands for (the x_0 prediction)."""
+        return from_score(self.sde, self.get_score(model_output, sample, t), sample, t, "sample")
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
+        """Score-SDE models take x_t unscaled; returned as is (diffusers interface)."""
+        return sample
+
+    # ------------------------------------------------------------------ training helpers
+    def _train_times(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        # Python numbers and lists are accepted like tensors (the error messages below read .min() and .shape).
+        timesteps = _as_tensor(timesteps, device=like.device)
+        t = self.timestep_to_t(timesteps).to(like.device, compute_dtype(like.dtype))
+        t = t.reshape(-1).expand(like.shape[0]) if t.numel() == 1 else t.reshape(-1)
+        if t.shape[0] != like.shape[0]:
+            raise ValueError(f"timesteps must be a scalar or have one value per sample ({like.shape[0]}), got shape {tuple(timesteps.shape)}.")
+        if not torch.all((t >= -1e-6) & (t <= self.sde.T + 1e-6)):
+            low, high = self.t_to_timestep(torch.tensor(0.0, dtype=torch.float64)), self.t_to_timestep(torch.tensor(self.sde.T, dtype=torch.float64))
+            raise ValueError(
+                f"timesteps must map to continuous times in [0, 1], i.e. lie in [{float(low):g}, {float(high):g}] "
+                f"for timestep_type={self.config.timestep_type!r}; got values from {float(timesteps.min()):g} to {float(timesteps.max()):g}."
+            )
+        return t
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Forward-perturb data: x_t = m(t) x_0 + sigma(t) noise (the perturbation kernel of the SDE)."""
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, original_samples {tuple(original_samples.shape)}; they must be equal.")
+        t = self._train_times(timesteps, original_samples)
+        mean, std = self.sde.marginal_prob(original_samples.to(t.dtype), t)
+        return (mean + append_dims(std, noise.ndim) * noise.to(t.dtype)).to(original_samples.dtype)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The v-prediction target m(t) noise - sigma(t) x_0 (diffusers' `get_velocity`)."""
+        t = self._train_times(timesteps, sample)
+        m = append_dims(self.sde.marginal_mean_coeff(t), sample.ndim)
+        std = append_dims(self.sde.marginal_std(t), sample.ndim)
+        return (m * noise.to(t.dtype) - std * sample.to(t.dtype)).to(sample.dtype)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
+    """The predictor-corrector sampler of the reverse SDE (Song et al. 2021, Algorithms 2-3): a subclass builds its
+    SDE and calls `self._init_sde_scheduler(sde)`, as for `ScoreSdeSchedulerMixin`.
+
+    The grid is score_sde's 1 = t_0 > t_1 > ... > t_{n-1} = `sampling_eps` (``linspace(1, eps, n)``, as diffusers'
+    `ScoreSdeVeScheduler`); predictor step i (`step`, the ``config.predictor`` rule) moves from t_i to t_{i+1}, the
+    last one from eps to 0 without noise; `step_correct` takes a ``config.corrector`` step at the current time.
+    """
+
+    def _init_sde_scheduler(self, sde: SDE) -> None:
+        super()._init_sde_scheduler(sde)
+        if self.config.snr <= 0:
+            raise ValueError(f"snr must be positive, got {self.config.snr}.")
+        if int(self.config.correct_steps) < 0:
+            raise ValueError(f"correct_steps must be a non-negative integer, got {self.config.correct_steps}.")
+
+    def _registered_config_names(self):
+        return (("predictor", PREDICTORS), ("corrector", CORRECTORS)) + super()._registered_config_names()
+
+    # ------------------------------------------------------------------ time
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: Union[str, torch.device, None] = None,
+        sampling_eps: Optional[float] = None,
+    ) -> None:
+        """Set the sampling grid: `num_inference_steps` times from 1 down to `sampling_eps`.
+
+        Args:
+            num_inference_steps (`int`): number of predictor steps (one score evaluation each, without corrector).
+            device (`str` or `torch.device`, *optional*): device of `timesteps` and `sigmas`.
+            sampling_eps (`float`, *optional*): last time of the grid; defaults to ``config.sampling_eps``.
+        """
+        self.num_inference_steps = self._check_num_inference_steps(num_inference_steps)
+        eps = self.config.sampling_eps if sampling_eps is None else sampling_eps
+        self._check_sampling_eps(eps)
+        self.sampling_eps = float(eps)
+        t_grid = torch.linspace(self.sde.T, eps, self.num_inference_steps, dtype=torch.float64)
+        self._t_next = torch.cat([t_grid[1:], t_grid.new_zeros(1)])
+        self._set_grid(t_grid, t_grid, device)
 
     def _noise(self, sample: torch.Tensor, generator, dtype: torch.dtype) -> torch.Tensor:
         return randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=dtype)
@@ -245,7 +350,7 @@ class ScoreSdeSchedulerMixin:
         index = self.index_for_timestep(timestep)
         dtype = compute_dtype(sample.dtype)
         x = sample.to(dtype)
-        t, t_next = self._grid_times(index, x, dtype)
+        t, t_next = self._time_at(index, x, dtype), self._time_at(index, x, dtype, "_t_next")
         score = self.get_score(model_output.to(dtype), x, t)
         noise = self._noise(x, generator, dtype)
         x_next, x_mean = PREDICTORS.get(self.config.predictor)(self.sde, x, t, t_next, score, noise)
@@ -287,7 +392,7 @@ class ScoreSdeSchedulerMixin:
             index = self._step_index
         dtype = compute_dtype(sample.dtype)
         x = sample.to(dtype)
-        t, _ = self._grid_times(index, x, dtype)
+        t = self._time_at(index, x, dtype)
         score = self.get_score(model_output.to(dtype), x, t)
         noise = self._noise(x, generator, dtype)
         x_next, x_mean = CORRECTORS.get(self.config.corrector)(self.sde, x, t, score, noise, self.config.snr)
@@ -298,40 +403,3 @@ class ScoreSdeSchedulerMixin:
         """Alias of `step`, the name diffusers' `ScoreSdeVePipeline` calls."""
         return self.step(model_output, timestep, sample, generator=generator, return_dict=return_dict)
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
-        """Score-SDE models take x_t unscaled; returned as is (diffusers interface)."""
-        return sample
-
-    # ------------------------------------------------------------------ training helpers
-    def _train_times(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        # Python numbers and lists are accepted like tensors (the error messages below read .min() and .shape).
-        timesteps = _as_tensor(timesteps, device=like.device)
-        t = self.timestep_to_t(timesteps).to(like.device, compute_dtype(like.dtype))
-        t = t.reshape(-1).expand(like.shape[0]) if t.numel() == 1 else t.reshape(-1)
-        if t.shape[0] != like.shape[0]:
-            raise ValueError(f"timesteps must be a scalar or have one value per sample ({like.shape[0]}), got shape {tuple(timesteps.shape)}.")
-        if not torch.all((t >= -1e-6) & (t <= self.sde.T + 1e-6)):
-            low, high = self.t_to_timestep(torch.tensor(0.0, dtype=torch.float64)), self.t_to_timestep(torch.tensor(self.sde.T, dtype=torch.float64))
-            raise ValueError(
-                f"timesteps must map to continuous times in [0, 1], i.e. lie in [{float(low):g}, {float(high):g}] "
-                f"for timestep_type={self.config.timestep_type!r}; got values from {float(timesteps.min()):g} to {float(timesteps.max()):g}."
-            )
-        return t
-
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Forward-perturb data: x_t = m(t) x_0 + sigma(t) noise (the perturbation kernel of the SDE)."""
-        if noise.shape != original_samples.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, original_samples {tuple(original_samples.shape)}; they must be equal.")
-        t = self._train_times(timesteps, original_samples)
-        mean, std = self.sde.marginal_prob(original_samples.to(t.dtype), t)
-        return (mean + append_dims(std, noise.ndim) * noise.to(t.dtype)).to(original_samples.dtype)
-
-    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """The v-prediction target m(t) noise - sigma(t) x_0 (diffusers' `get_velocity`)."""
-        t = self._train_times(timesteps, sample)
-        m = append_dims(self.sde.marginal_mean_coeff(t), sample.ndim)
-        std = append_dims(self.sde.marginal_std(t), sample.ndim)
-        return (m * noise.to(t.dtype) - std * sample.to(t.dtype)).to(sample.dtype)
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps

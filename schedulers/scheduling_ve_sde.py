@@ -7,10 +7,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from scoresde_diffusers.sdes import VESDE
 
-from .scheduling_score_sde_base import ScoreSdeSchedulerMixin
+from .scheduling_score_sde_base import ScoreSdePCSchedulerMixin
 
 
-class VESDEScheduler(ScoreSdeSchedulerMixin, SchedulerMixin, ConfigMixin):
+class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
     r"""Reverse-time sampler of the VE SDE dx = sqrt(d sigma^2 / dt) dw, sigma(t) = sigma_min (sigma_max/sigma_min)^t
     (Song et al. 2021, eq. 30; see `scoresde_diffusers.sdes.VESDE`).
 

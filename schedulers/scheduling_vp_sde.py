@@ -5,7 +5,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 
 from scoresde_diffusers.sdes import VPSDE
 
-from .scheduling_score_sde_base import ScoreSdeSchedulerMixin
+from .scheduling_score_sde_base import ScoreSdePCSchedulerMixin
 
 
 def ddpm_betas_to_vp(config: dict) -> dict:
@@ -29,7 +29,7 @@ def ddpm_betas_to_vp(config: dict) -> dict:
     return config
 
 
-class VPSDEScheduler(ScoreSdeSchedulerMixin, SchedulerMixin, ConfigMixin):
+class VPSDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
     r"""Reverse-time sampler of the VP SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw, beta linear from beta_min to
     beta_max (Song et al. 2021, eq. 11; see `scoresde_diffusers.sdes.VPSDE`).
 

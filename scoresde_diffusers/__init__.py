@@ -16,6 +16,10 @@ from .models import (
     create_unet,
 )
 from .schedulers import (
+    ScoreSdeDPMSolverMultistepScheduler,
+    ScoreSdeHeunScheduler,
+    ScoreSdeODESchedulerMixin,
+    ScoreSdePCSchedulerMixin,
     ScoreSdeSchedulerMixin,
     ScoreSdeSchedulerOutput,
     SubVPSDEScheduler,
@@ -113,6 +117,10 @@ __all__ = [
     "Registry",
     "SDE",
     "SDES",
+    "ScoreSdeDPMSolverMultistepScheduler",
+    "ScoreSdeHeunScheduler",
+    "ScoreSdeODESchedulerMixin",
+    "ScoreSdePCSchedulerMixin",
     "ScoreSdeSchedulerMixin",
     "ScoreSdeSchedulerOutput",
     "SubVPSDE",

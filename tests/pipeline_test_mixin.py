@@ -228,5 +228,5 @@ class PipelineCommonTest:
     def test_rejects_non_sde_scheduler(self):
         pipe = self.get_pipeline()
         pipe.scheduler = DDPMScheduler()
-        with pytest.raises(ValueError, match="score-SDE scheduler"):
+        with pytest.raises(ValueError, match=r"needs a ScoreSde\w*SchedulerMixin scheduler \(VESDEScheduler, .*got DDPMScheduler"):
             self.run(pipe)

@@ -1,6 +1,7 @@
-"""`SchedulerCommonTest`: the checks every score-SDE scheduler class must pass (issue 3, item 6).
+"""`SchedulerCommonTest`: the checks every score-SDE scheduler class must pass (issue 3, item 6), and
+`PCSchedulerCommonTest`: those of the predictor-corrector schedulers (`step_correct`, predictors, correctors).
 
-A scheduler's test subclasses the mixin, sets `scheduler_class` and overrides `get_scheduler_config()`;
+A scheduler's test subclasses a mixin, sets `scheduler_class` and overrides `get_scheduler_config()`;
 differences between schedulers are declared through the class attributes and hooks below, never through
 ``if scheduler_class == X`` branches (../shared/STYLE.md, 1(d) and recommendation 10).
 
@@ -35,11 +36,24 @@ class SchedulerCommonTest:
         expected_init_noise_sigma(config): the prior standard deviation the config implies.
         integer_timestep_config: config overrides under which model timesteps are DDPM integers 0..N-1.
         num_inference_steps: the grid size of the quick checks.
+        deterministic_config: config overrides under which `step` draws no noise.
+        round_trip_config, override_config: configs that differ from the defaults, for the config checks.
+        registered_name_keys: (config key, a registered value) of every key that must name a registered entry.
+        expected_order: the scheduler's `order` (model evaluations per step of its method).
+        expected_num_timesteps(n): len(timesteps) after ``set_timesteps(n)``.
     """
 
     scheduler_class = None
     num_inference_steps = 10
     integer_timestep_config = {"timestep_type": "discrete"}
+    deterministic_config = {}
+    round_trip_config = {"sampling_eps": 2e-3}
+    override_config = {}
+    registered_name_keys = [("prediction_type", "epsilon"), ("timestep_type", "sigma")]
+    expected_order = 1
+
+    def expected_num_timesteps(self, num_inference_steps: int) -> int:
+        return num_inference_steps
 
     # ------------------------------------------------------------------ hooks
     def get_scheduler_config(self, **overrides) -> dict:
@@ -65,18 +79,24 @@ class SchedulerCommonTest:
     def mixture_model(self, scheduler, dtype=torch.float64, **config):
         return GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler, **config).to(dtype)
 
-    def run_steps(self, scheduler, sample, n_steps, seed=0, corrector=False):
-        """A few PC steps with the cheap model output, a fresh generator seeded with `seed`."""
+    def run_steps(self, scheduler, sample, n_steps, seed=0):
+        """The first `n_steps` steps with the cheap model output, a fresh generator seeded with `seed`."""
         g = torch.Generator(device=sample.device).manual_seed(seed)
         for t in scheduler.timesteps[:n_steps]:
-            if corrector:
-                sample = scheduler.step_correct(self.model_output(sample), sample, generator=g).prev_sample
             sample = scheduler.step(self.model_output(sample), t, sample, generator=g).prev_sample
         return sample
 
+    def sample_with(self, scheduler, model, x, model_times=False):
+        """The whole loop with `model`; with `model_times` the model gets the float64 time of each step (the float32
+        `timesteps` round it), so two schedulers on the same continuous grid call it at exactly the same times."""
+        for i, t in enumerate(scheduler.timesteps):
+            model_t = scheduler.t_to_timestep(scheduler.timestep_times[i]) if model_times else t
+            x = scheduler.step(model(x, model_t).sample, t, x, generator=torch.Generator().manual_seed(i)).prev_sample
+        return x
+
     # ------------------------------------------------------------------ config
     def test_save_load_round_trip(self, tmp_path):
-        scheduler = self.make_scheduler(snr=0.2, correct_steps=2, sampling_eps=2e-3)
+        scheduler = self.make_scheduler(**self.round_trip_config)
         scheduler.save_pretrained(tmp_path)
         loaded = self.scheduler_class.from_pretrained(tmp_path)
         assert type(loaded) is self.scheduler_class
@@ -90,21 +110,21 @@ class SchedulerCommonTest:
             for s in (scheduler, other):
                 s.set_timesteps(self.num_inference_steps)
             x = self.sample()
-            torch.testing.assert_close(self.run_steps(other, x, 3, corrector=True), self.run_steps(scheduler, x, 3, corrector=True))
+            torch.testing.assert_close(self.run_steps(other, x, 3), self.run_steps(scheduler, x, 3))
 
     def test_from_config_with_overrides(self):
         scheduler = self.make_scheduler()
-        other = self.scheduler_class.from_config(scheduler.config, snr=0.3, predictor="ancestral_sampling")
-        assert other.config.snr == 0.3 and other.config.predictor == "ancestral_sampling"
-        unchanged = {k: v for k, v in scheduler.config.items() if k not in ("snr", "predictor") and not k.startswith("_")}
+        other = self.scheduler_class.from_config(scheduler.config, **self.override_config)
+        assert all(other.config[k] == v for k, v in self.override_config.items())
+        unchanged = {k: v for k, v in scheduler.config.items() if k not in self.override_config and not k.startswith("_")}
         assert {k: other.config[k] for k in unchanged} == unchanged
 
     # ------------------------------------------------------------------ the diffusers scheduler contract
     def test_public_api(self):
         scheduler = self.make_scheduler()
-        for name in ("set_timesteps", "step", "step_correct", "add_noise", "scale_model_input", "save_pretrained"):
+        for name in ("set_timesteps", "step", "add_noise", "scale_model_input", "save_pretrained", "index_for_timestep"):
             assert callable(getattr(scheduler, name))
-        assert scheduler.order == 1
+        assert scheduler.order == self.expected_order
         step_params = inspect.signature(scheduler.step).parameters
         assert list(step_params)[:3] == ["model_output", "timestep", "sample"]
         assert "generator" in step_params and "return_dict" in step_params
@@ -130,17 +150,17 @@ class SchedulerCommonTest:
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(num_inference_steps)
         eps = scheduler.config.sampling_eps
-        assert len(scheduler.timesteps) == num_inference_steps == len(scheduler.t_grid)
+        n = self.expected_num_timesteps(num_inference_steps)
+        assert len(scheduler.timesteps) == n == len(scheduler.timestep_times) == len(scheduler.sigmas)
+        assert float(scheduler.t_grid[0]) == 1.0 and float(scheduler.timestep_times[0]) == 1.0
         assert torch.all((scheduler.t_grid >= eps - 1e-12) & (scheduler.t_grid <= 1.0))
-        assert float(scheduler.t_grid[0]) == 1.0
-        if num_inference_steps > 1:
-            assert float(scheduler.t_grid[-1]) == pytest.approx(eps)
-            assert torch.all(scheduler.t_grid[1:] < scheduler.t_grid[:-1])
-        # The model timesteps are the grid mapped through timestep_type, inside the map's image of [eps, 1].
+        assert torch.all(scheduler.t_grid[1:] < scheduler.t_grid[:-1])
+        assert torch.all(scheduler.timestep_times[1:] <= scheduler.timestep_times[:-1])
+        # The model timesteps are the step times mapped through timestep_type, inside the map's image of [eps, 1].
         low, high = (float(scheduler.t_to_timestep(torch.tensor(v, dtype=torch.float64))) for v in (eps, 1.0))
         assert torch.all((scheduler.timesteps >= low - 1e-4 * abs(low)) & (scheduler.timesteps <= high * (1 + 1e-6)))
-        torch.testing.assert_close(scheduler.timestep_to_t(scheduler.timesteps.double()), scheduler.t_grid, rtol=1e-5, atol=1e-6)
-        assert len(scheduler.sigmas) == num_inference_steps
+        torch.testing.assert_close(scheduler.timestep_to_t(scheduler.timesteps.double()), scheduler.timestep_times, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scheduler.sigmas.double(), scheduler.sde.marginal_std(scheduler.timestep_times), rtol=1e-6, atol=0)
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_set_timesteps_device(self, device):
@@ -161,57 +181,42 @@ class SchedulerCommonTest:
             out = scheduler.step(self.model_output(x), t, x)
             for tensor in (out.prev_sample, out.prev_sample_mean, out.pred_original_sample):
                 assert tensor.shape == x.shape and tensor.device == x.device and tensor.dtype == x.dtype
-        out = scheduler.step_correct(self.model_output(x), x)
-        assert out.prev_sample.shape == x.shape == out.prev_sample_mean.shape
-        assert out.prev_sample.device == x.device
+            x = out.prev_sample
 
     @pytest.mark.parametrize("shape", SHAPES)
     def test_step_timestep_forms(self, shape):
         # A python float, a 0-d tensor and a batch of equal values all mean the same grid point.
-        scheduler = self.make_scheduler(predictor="probability_flow_euler")
-        scheduler.set_timesteps(self.num_inference_steps)
+        scheduler = self.make_scheduler(**self.deterministic_config)
         x = self.sample(shape)
-        t = scheduler.timesteps[3]
-        ref = scheduler.step(self.model_output(x), t, x).prev_sample
-        for form in (float(t), t.double(), t.expand(shape[0]).clone()):
-            torch.testing.assert_close(scheduler.step(self.model_output(x), form, x).prev_sample, ref)
+        results = []
+        for form in (lambda t: t, float, lambda t: t.double(), lambda t: t.expand(shape[0]).clone()):
+            scheduler.set_timesteps(self.num_inference_steps)
+            y = self.run_steps(scheduler, x, 3)
+            results.append(scheduler.step(self.model_output(y), form(scheduler.timesteps[3]), y).prev_sample)
+        for result in results[1:]:
+            torch.testing.assert_close(result, results[0])
 
     def test_tuple_and_dict_outputs_agree(self):
-        scheduler = self.make_scheduler(corrector="langevin")
-        scheduler.set_timesteps(self.num_inference_steps)
+        scheduler = self.make_scheduler()
         x = self.sample((3, 3, 2, 2))
-        t = scheduler.timesteps[1]
-        out_dict = scheduler.step(self.model_output(x), t, x, generator=torch.Generator().manual_seed(3))
-        out_tuple = scheduler.step(self.model_output(x), t, x, generator=torch.Generator().manual_seed(3), return_dict=False)
+        outputs = []
+        for return_dict in (True, False):
+            scheduler.set_timesteps(self.num_inference_steps)
+            y = self.run_steps(scheduler, x, 1)
+            outputs.append(scheduler.step(self.model_output(y), scheduler.timesteps[1], y, generator=torch.Generator().manual_seed(3), return_dict=return_dict))
+        out_dict, out_tuple = outputs
         assert isinstance(out_tuple, tuple)
         for a, b in zip(out_tuple, out_dict.to_tuple()):
             assert torch.equal(a, b)
         assert torch.equal(out_tuple[0], out_dict.prev_sample)
-        corr_dict = scheduler.step_correct(self.model_output(x), x, generator=torch.Generator().manual_seed(4))
-        corr_tuple = scheduler.step_correct(self.model_output(x), x, generator=torch.Generator().manual_seed(4), return_dict=False)
-        assert torch.equal(corr_tuple[0], corr_dict.prev_sample) and torch.equal(corr_tuple[1], corr_dict.prev_sample_mean)
-
-    @pytest.mark.parametrize("device", DEVICES)
-    def test_generator_determinism(self, device):
-        scheduler = self.make_scheduler(predictor="euler_maruyama", corrector="langevin")
-        scheduler.set_timesteps(self.num_inference_steps, device=device)
-        x = self.sample((4, 2), device=device)
-        a = self.run_steps(scheduler, x, 4, seed=7, corrector=True)
-        scheduler.set_timesteps(self.num_inference_steps, device=device)
-        b = self.run_steps(scheduler, x, 4, seed=7, corrector=True)
-        scheduler.set_timesteps(self.num_inference_steps, device=device)
-        c = self.run_steps(scheduler, x, 4, seed=8, corrector=True)
-        assert torch.equal(a, b)
-        assert not torch.allclose(a, c)
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
     def test_output_dtype_follows_input(self, dtype):
-        scheduler = self.make_scheduler(corrector="langevin")
+        scheduler = self.make_scheduler()
         scheduler.set_timesteps(self.num_inference_steps)
         x = self.sample((4, 2), dtype=dtype)
         out = scheduler.step(self.model_output(x), scheduler.timesteps[0], x)
-        corr = scheduler.step_correct(self.model_output(x), x)
-        for tensor in (out.prev_sample, out.prev_sample_mean, out.pred_original_sample, corr.prev_sample, corr.prev_sample_mean):
+        for tensor in (out.prev_sample, out.prev_sample_mean, out.pred_original_sample):
             assert tensor.dtype == dtype
             assert torch.isfinite(tensor).all()
         noisy = scheduler.add_noise(x, torch.randn_like(x), scheduler.timesteps[:4])
@@ -222,7 +227,7 @@ class SchedulerCommonTest:
         # to float32 precision, and the float64 run stays float64 at every step.
         results = {}
         for dtype in (torch.float32, torch.float64):
-            scheduler = self.make_scheduler(predictor="probability_flow_euler")
+            scheduler = self.make_scheduler(**self.deterministic_config)
             model = self.mixture_model(scheduler, dtype=dtype)
             scheduler.set_timesteps(20)
             x = self.sample((8, 2), dtype=dtype) * scheduler.init_noise_sigma
@@ -233,6 +238,229 @@ class SchedulerCommonTest:
                 assert x.dtype == dtype
             results[dtype] = x
         torch.testing.assert_close(results[torch.float32].double(), results[torch.float64], rtol=1e-3, atol=1e-3)
+
+    # ------------------------------------------------------------------ parametrisations agree
+    @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES.names())
+    def test_prediction_types_agree(self, prediction_type):
+        # The exact model, asked for score / epsilon / x_0 / v, stands for the same score, so the samples agree.
+        reference = self.make_scheduler(prediction_type="score", **self.deterministic_config)
+        scheduler = self.make_scheduler(prediction_type=prediction_type, **self.deterministic_config)
+        x = self.sample((16, 2), dtype=torch.float64) * 2
+        outs = []
+        for s in (reference, scheduler):
+            s.set_timesteps(self.num_inference_steps)
+            outs.append(self.sample_with(s, self.mixture_model(s), x, model_times=True))
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-7, atol=1e-7)
+
+    @pytest.mark.parametrize("timestep_type", TIMESTEP_MAPS.names())
+    def test_timestep_types_agree(self, timestep_type):
+        # The grid in continuous time does not depend on how it is shown to the model.
+        reference = self.make_scheduler(timestep_type="continuous", **self.deterministic_config)
+        scheduler = self.make_scheduler(timestep_type=timestep_type, **self.deterministic_config)
+        x = self.sample((16, 2), dtype=torch.float64)
+        outs = []
+        for s in (reference, scheduler):
+            s.set_timesteps(self.num_inference_steps)
+            outs.append(self.sample_with(s, self.mixture_model(s), x, model_times=True))
+        torch.testing.assert_close(scheduler.timestep_times, reference.timestep_times)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-7, atol=1e-7)
+        # the float32 `timesteps` themselves are within float32 precision of the grid
+        torch.testing.assert_close(scheduler.timesteps.double(), scheduler.t_to_timestep(scheduler.timestep_times), rtol=1e-6, atol=1e-6)
+
+    # ------------------------------------------------------------------ add_noise
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_add_noise_moments_match_marginal_prob(self, device):
+        # Monte-Carlo: 20000 perturbations of one x_0 per time; the sample mean and std agree with
+        # marginal_prob's m(t) x_0 and sigma(t) to 5 standard errors (SE of the mean sigma/sqrt(n), of the std
+        # sigma/sqrt(2n)), summed over D = 2 coordinates.
+        scheduler = self.make_scheduler()
+        n, x0 = 20000, torch.tensor([1.5, -0.5], dtype=torch.float64, device=device)
+        g = torch.Generator(device=device).manual_seed(0)
+        for t_value in (scheduler.config.sampling_eps, 0.1, 0.5, 1.0):
+            t = torch.full((n,), t_value, dtype=torch.float64, device=device)
+            timesteps = scheduler.t_to_timestep(t)
+            noise = torch.randn(n, 2, generator=g, dtype=torch.float64, device=device)
+            x_t = scheduler.add_noise(x0.expand(n, 2), noise, timesteps)
+            assert x_t.device == x0.device
+            mean, std = scheduler.sde.marginal_prob(x0[None], t[:1])
+            std = float(std)
+            assert torch.all((x_t.mean(0) - mean[0]).abs() < 5 * std / n**0.5)
+            assert torch.all((x_t.std(0) - std).abs() < 5 * std / (2 * n) ** 0.5)
+
+    def test_add_noise_with_integer_ddpm_timesteps(self):
+        # DDPM-style training draws integer k in 0..N-1; with the discrete map k is t = (k + 1) / N.
+        scheduler = self.make_scheduler(**self.integer_timestep_config)
+        n_train = scheduler.config.num_train_timesteps
+        k = torch.tensor([0, 1, n_train // 2, n_train - 1])
+        x0 = self.sample((4, 3, 2, 2), dtype=torch.float64)
+        noise = self.sample((4, 3, 2, 2), dtype=torch.float64, seed=2)
+        x_t = scheduler.add_noise(x0, noise, k)
+        t = (k.double() + 1) / n_train
+        mean, std = scheduler.sde.marginal_prob(x0, t)
+        torch.testing.assert_close(x_t, mean + std[:, None, None, None] * noise)
+        # a single integer is broadcast over the batch
+        torch.testing.assert_close(scheduler.add_noise(x0, noise, n_train - 1), scheduler.add_noise(x0, noise, torch.full((4,), n_train - 1)))
+
+    def test_get_velocity_matches_v_parametrisation(self):
+        scheduler = self.make_scheduler()
+        x0 = self.sample((4, 2), dtype=torch.float64)
+        noise = self.sample((4, 2), dtype=torch.float64, seed=3)
+        t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64)
+        timesteps = scheduler.t_to_timestep(t)
+        m, std = scheduler.sde.marginal_mean_coeff(t)[:, None], scheduler.sde.marginal_std(t)[:, None]
+        torch.testing.assert_close(scheduler.get_velocity(x0, noise, timesteps), m * noise - std * x0)
+
+    # ------------------------------------------------------------------ bad input
+    def test_unknown_names(self):
+        for key, registered in self.registered_name_keys:
+            with pytest.raises(ValueError, match=rf"{key}='bogus'.*{registered}"):
+                self.make_scheduler(**{key: "bogus"})
+
+    @pytest.mark.parametrize("value", [0, -3, 2.5, "10", None])
+    def test_bad_num_inference_steps(self, value):
+        scheduler = self.make_scheduler()
+        with pytest.raises(ValueError, match="num_inference_steps must be an integer >= 1"):
+            scheduler.set_timesteps(value)
+
+    def test_timestep_outside_range(self):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample()
+        # Times below eps are tested at t = -0.5: close below eps, some maps (VE's sigma) cannot tell t from eps.
+        for t in (1.5, -0.5):
+            timestep = scheduler.t_to_timestep(torch.tensor(t, dtype=torch.float64))
+            with pytest.raises(ValueError, match=r"timestep .* outside \[eps, 1\].*allowed timesteps run from"):
+                scheduler.step(self.model_output(x), timestep, x)
+        with pytest.raises(ValueError, match="timestep.* must be finite"):
+            scheduler.step(self.model_output(x), float("nan"), x)
+
+    def test_timestep_not_on_grid(self):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample()
+        t_mid = (scheduler.timestep_times[2] + scheduler.timestep_times[3]) / 2
+        with pytest.raises(ValueError, match=r"not on the grid.*scheduler.timesteps"):
+            scheduler.step(self.model_output(x), scheduler.t_to_timestep(t_mid), x)
+        with pytest.raises(ValueError, match="timestep.* scalar or a batch of equal values"):
+            scheduler.step(self.model_output(x), scheduler.timesteps[:4], x)
+
+    def test_step_before_set_timesteps(self):
+        scheduler = self.make_scheduler()
+        x = self.sample()
+        with pytest.raises(ValueError, match=r"call `set_timesteps"):
+            scheduler.step(self.model_output(x), 1.0, x)
+
+    def test_shape_mismatch(self):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample((4, 2))
+        bad = self.sample((4, 3))
+        with pytest.raises(ValueError, match=r"model_output has shape \(4, 3\) but sample has shape \(4, 2\)"):
+            scheduler.step(bad, scheduler.timesteps[0], x)
+
+    @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
+    def test_non_finite_model_output(self, bad_value):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample((4, 2))
+        out = self.model_output(x)
+        out[1, 0] = bad_value
+        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
+            scheduler.step(out, scheduler.timesteps[0], x)
+
+    def test_add_noise_timesteps_outside_range(self):
+        scheduler = self.make_scheduler()
+        x = self.sample((2, 2))
+        for t in (1.5, -0.5):
+            timesteps = scheduler.t_to_timestep(torch.tensor([t, 0.5], dtype=torch.float64))
+            with pytest.raises(ValueError, match=r"timesteps must map to continuous times in \[0, 1\], i.e. lie in"):
+                scheduler.add_noise(x, torch.randn_like(x), timesteps)
+        # python numbers and lists give the same error, not an AttributeError
+        bad = float(scheduler.t_to_timestep(torch.tensor(1.5, dtype=torch.float64)))
+        for timesteps in (bad, [bad, bad]):
+            with pytest.raises(ValueError, match="timesteps must map"):
+                scheduler.add_noise(x, torch.randn_like(x), timesteps)
+        with pytest.raises(ValueError, match=r"timesteps must be a scalar or have one value per sample"):
+            scheduler.add_noise(x, torch.randn_like(x), scheduler.t_to_timestep(torch.full((3,), 0.5)))
+        with pytest.raises(ValueError, match="noise has shape"):
+            scheduler.add_noise(x, torch.randn(2, 3), scheduler.t_to_timestep(torch.full((2,), 0.5)))
+
+
+class PCSchedulerCommonTest(SchedulerCommonTest):
+    """The checks of every predictor-corrector scheduler (`ScoreSdePCSchedulerMixin`): `step_correct`, every
+    registered predictor and corrector, score_sde's grid and its noise-free last step."""
+
+    deterministic_config = {"predictor": "probability_flow_euler"}
+    round_trip_config = {"snr": 0.2, "correct_steps": 2, "sampling_eps": 2e-3}
+    override_config = {"snr": 0.3, "predictor": "ancestral_sampling"}
+    registered_name_keys = [("predictor", "euler_maruyama"), ("corrector", "langevin"), ("prediction_type", "epsilon"), ("timestep_type", "sigma")]
+
+    def run_pc_steps(self, scheduler, sample, n_steps, seed=0):
+        """A few corrector + predictor steps with the cheap model output, a fresh generator seeded with `seed`."""
+        g = torch.Generator(device=sample.device).manual_seed(seed)
+        for t in scheduler.timesteps[:n_steps]:
+            sample = scheduler.step_correct(self.model_output(sample), sample, generator=g).prev_sample
+            sample = scheduler.step(self.model_output(sample), t, sample, generator=g).prev_sample
+        return sample
+
+    def test_public_pc_api(self):
+        scheduler = self.make_scheduler()
+        assert callable(scheduler.step_correct) and callable(scheduler.step_pred)
+
+    def test_grid_is_score_sde_linspace(self):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(7)
+        eps = scheduler.config.sampling_eps
+        torch.testing.assert_close(scheduler.t_grid, torch.linspace(1.0, eps, 7, dtype=torch.float64), rtol=0, atol=1e-15)
+        assert torch.equal(scheduler.timestep_times, scheduler.t_grid)
+
+    def test_corrector_round_trip(self, tmp_path):
+        scheduler = self.make_scheduler(**self.round_trip_config)
+        scheduler.save_pretrained(tmp_path)
+        loaded = self.scheduler_class.from_pretrained(tmp_path)
+        for s in (scheduler, loaded):
+            s.set_timesteps(self.num_inference_steps)
+        x = self.sample()
+        torch.testing.assert_close(self.run_pc_steps(loaded, x, 3), self.run_pc_steps(scheduler, x, 3))
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_step_correct_shape_and_device(self, device):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps, device=device)
+        x = self.sample((3, 3, 4, 4), device=device)
+        out = scheduler.step_correct(self.model_output(x), x)
+        assert out.prev_sample.shape == x.shape == out.prev_sample_mean.shape
+        assert out.prev_sample.device == x.device
+
+    def test_step_correct_tuple_and_dict_outputs_agree(self):
+        scheduler = self.make_scheduler(corrector="langevin")
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample((3, 3, 2, 2))
+        corr_dict = scheduler.step_correct(self.model_output(x), x, generator=torch.Generator().manual_seed(4))
+        corr_tuple = scheduler.step_correct(self.model_output(x), x, generator=torch.Generator().manual_seed(4), return_dict=False)
+        assert torch.equal(corr_tuple[0], corr_dict.prev_sample) and torch.equal(corr_tuple[1], corr_dict.prev_sample_mean)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_generator_determinism(self, device):
+        scheduler = self.make_scheduler(predictor="euler_maruyama", corrector="langevin")
+        scheduler.set_timesteps(self.num_inference_steps, device=device)
+        x = self.sample((4, 2), device=device)
+        a = self.run_pc_steps(scheduler, x, 4, seed=7)
+        scheduler.set_timesteps(self.num_inference_steps, device=device)
+        b = self.run_pc_steps(scheduler, x, 4, seed=7)
+        scheduler.set_timesteps(self.num_inference_steps, device=device)
+        c = self.run_pc_steps(scheduler, x, 4, seed=8)
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+    def test_step_correct_dtype_follows_input(self, dtype):
+        scheduler = self.make_scheduler(corrector="langevin")
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample((4, 2), dtype=dtype)
+        corr = scheduler.step_correct(self.model_output(x), x)
+        for tensor in (corr.prev_sample, corr.prev_sample_mean):
+            assert tensor.dtype == dtype and torch.isfinite(tensor).all()
 
     def test_last_step_returns_noise_free_mean(self):
         scheduler = self.make_scheduler(predictor="euler_maruyama")
@@ -279,133 +507,21 @@ class SchedulerCommonTest:
             assert out.prev_sample.shape == x.shape and torch.isfinite(out.prev_sample).all()
             x = scheduler.step(self.model_output(out.prev_sample), t, out.prev_sample).prev_sample
 
-    # ------------------------------------------------------------------ parametrisations agree
-    @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES.names())
-    def test_prediction_types_agree(self, prediction_type):
-        # The exact model, asked for score / epsilon / x_0 / v, stands for the same score, so each step agrees.
-        reference = self.make_scheduler(prediction_type="score")
-        scheduler = self.make_scheduler(prediction_type=prediction_type)
-        x = self.sample((16, 2), dtype=torch.float64) * 2
-        for s in (reference, scheduler):
-            s.set_timesteps(self.num_inference_steps)
-        for i in (0, 4, -1):
-            # The model gets the float64 time (`timesteps` are float32), so both see exactly the same t.
-            t, model_t = reference.timesteps[i], reference.t_to_timestep(reference.t_grid[i])
-            outs = [
-                s.step(self.mixture_model(s)(x, model_t).sample, t, x, generator=torch.Generator().manual_seed(0))
-                for s in (reference, scheduler)
-            ]
-            torch.testing.assert_close(outs[1].prev_sample, outs[0].prev_sample, rtol=1e-7, atol=1e-7)
-
-    @pytest.mark.parametrize("timestep_type", TIMESTEP_MAPS.names())
-    def test_timestep_types_agree(self, timestep_type):
-        # The grid in continuous time does not depend on how it is shown to the model.
-        reference = self.make_scheduler(timestep_type="continuous")
-        scheduler = self.make_scheduler(timestep_type=timestep_type)
-        x = self.sample((16, 2), dtype=torch.float64)
-        for s in (reference, scheduler):
-            s.set_timesteps(self.num_inference_steps)
-        torch.testing.assert_close(scheduler.t_grid, reference.t_grid)
-        for i in (0, 5, -1):
-            outs = [
-                s.step(
-                    self.mixture_model(s)(x, s.t_to_timestep(s.t_grid[i])).sample, s.timesteps[i], x,
-                    generator=torch.Generator().manual_seed(0),
-                )
-                for s in (reference, scheduler)
-            ]
-            torch.testing.assert_close(outs[1].prev_sample, outs[0].prev_sample, rtol=1e-7, atol=1e-7)
-            # the float32 `timesteps` themselves are within float32 precision of the grid
-            torch.testing.assert_close(scheduler.timesteps[i].double(), scheduler.t_to_timestep(scheduler.t_grid[i]), rtol=1e-6, atol=1e-6)
-
-    # ------------------------------------------------------------------ add_noise
-    @pytest.mark.parametrize("device", DEVICES)
-    def test_add_noise_moments_match_marginal_prob(self, device):
-        # Monte-Carlo: 20000 perturbations of one x_0 per time; the sample mean and std agree with
-        # marginal_prob's m(t) x_0 and sigma(t) to 5 standard errors (SE of the mean sigma/sqrt(n), of the std
-        # sigma/sqrt(2n)), summed over D = 2 coordinates.
+    def test_step_correct_bad_input(self):
         scheduler = self.make_scheduler()
-        n, x0 = 20000, torch.tensor([1.5, -0.5], dtype=torch.float64, device=device)
-        g = torch.Generator(device=device).manual_seed(0)
-        for t_value in (scheduler.config.sampling_eps, 0.1, 0.5, 1.0):
-            t = torch.full((n,), t_value, dtype=torch.float64, device=device)
-            timesteps = scheduler.t_to_timestep(t)
-            noise = torch.randn(n, 2, generator=g, dtype=torch.float64, device=device)
-            x_t = scheduler.add_noise(x0.expand(n, 2), noise, timesteps)
-            assert x_t.device == x0.device
-            mean, std = scheduler.sde.marginal_prob(x0[None], t[:1])
-            std = float(std)
-            assert torch.all((x_t.mean(0) - mean[0]).abs() < 5 * std / n**0.5)
-            assert torch.all((x_t.std(0) - std).abs() < 5 * std / (2 * n) ** 0.5)
-
-    def test_add_noise_with_integer_ddpm_timesteps(self):
-        # DDPM-style training draws integer k in 0..N-1; with the discrete map k is t = (k + 1) / N.
-        scheduler = self.make_scheduler(**self.integer_timestep_config)
-        n_train = scheduler.config.num_train_timesteps
-        k = torch.tensor([0, 1, n_train // 2, n_train - 1])
-        x0 = self.sample((4, 3, 2, 2), dtype=torch.float64)
-        noise = self.sample((4, 3, 2, 2), dtype=torch.float64, seed=2)
-        x_t = scheduler.add_noise(x0, noise, k)
-        t = (k.double() + 1) / n_train
-        mean, std = scheduler.sde.marginal_prob(x0, t)
-        torch.testing.assert_close(x_t, mean + std[:, None, None, None] * noise)
-        # a single integer is broadcast over the batch
-        torch.testing.assert_close(scheduler.add_noise(x0, noise, n_train - 1), scheduler.add_noise(x0, noise, torch.full((4,), n_train - 1)))
-
-    def test_get_velocity_matches_v_parametrisation(self):
-        scheduler = self.make_scheduler()
-        x0 = self.sample((4, 2), dtype=torch.float64)
-        noise = self.sample((4, 2), dtype=torch.float64, seed=3)
-        t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=torch.float64)
-        timesteps = scheduler.t_to_timestep(t)
-        m, std = scheduler.sde.marginal_mean_coeff(t)[:, None], scheduler.sde.marginal_std(t)[:, None]
-        torch.testing.assert_close(scheduler.get_velocity(x0, noise, timesteps), m * noise - std * x0)
-
-    # ------------------------------------------------------------------ bad input
-    @pytest.mark.parametrize(
-        "key, registered", [("predictor", "euler_maruyama"), ("corrector", "langevin"), ("prediction_type", "epsilon"), ("timestep_type", "sigma")]
-    )
-    def test_unknown_names(self, key, registered):
-        with pytest.raises(ValueError, match=rf"{key}='bogus'.*{registered}"):
-            self.make_scheduler(**{key: "bogus"})
-
-    @pytest.mark.parametrize("value", [0, -3, 2.5, "10", None])
-    def test_bad_num_inference_steps(self, value):
-        scheduler = self.make_scheduler()
-        with pytest.raises(ValueError, match="num_inference_steps must be an integer >= 1"):
-            scheduler.set_timesteps(value)
-
-    def test_timestep_outside_range(self):
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.num_inference_steps)
-        x = self.sample()
-        # Times below eps are tested at t = -0.5: close below eps, some maps (VE's sigma) cannot tell t from eps.
-        for t in (1.5, -0.5):
-            timestep = scheduler.t_to_timestep(torch.tensor(t, dtype=torch.float64))
-            with pytest.raises(ValueError, match=r"timestep .* outside \[eps, 1\].*allowed timesteps run from"):
-                scheduler.step(self.model_output(x), timestep, x)
-            with pytest.raises(ValueError, match=r"outside \[eps, 1\]"):
-                scheduler.step_correct(self.model_output(x), x, timestep=timestep)
-        with pytest.raises(ValueError, match="timestep.* must be finite"):
-            scheduler.step(self.model_output(x), float("nan"), x)
-
-    def test_timestep_not_on_grid(self):
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.num_inference_steps)
-        x = self.sample()
-        t_mid = (scheduler.t_grid[2] + scheduler.t_grid[3]) / 2
-        with pytest.raises(ValueError, match=r"not on the grid.*scheduler.timesteps"):
-            scheduler.step(self.model_output(x), scheduler.t_to_timestep(t_mid), x)
-        with pytest.raises(ValueError, match="timestep.* scalar or a batch of equal values"):
-            scheduler.step(self.model_output(x), scheduler.timesteps[:4], x)
-
-    def test_step_before_set_timesteps(self):
-        scheduler = self.make_scheduler()
-        x = self.sample()
-        with pytest.raises(ValueError, match=r"call `set_timesteps"):
-            scheduler.step(self.model_output(x), 1.0, x)
+        x = self.sample((4, 2))
         with pytest.raises(ValueError, match=r"call `set_timesteps"):
             scheduler.step_correct(self.model_output(x), x)
+        scheduler.set_timesteps(self.num_inference_steps)
+        with pytest.raises(ValueError, match="model_output has shape"):
+            scheduler.step_correct(self.sample((4, 3)), x)
+        out = self.model_output(x)
+        out[1, 0] = float("nan")
+        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
+            scheduler.step_correct(out, x)
+        timestep = scheduler.t_to_timestep(torch.tensor(1.5, dtype=torch.float64))
+        with pytest.raises(ValueError, match=r"outside \[eps, 1\]"):
+            scheduler.step_correct(self.model_output(x), x, timestep=timestep)
 
     def test_step_correct_after_last_step(self):
         scheduler = self.make_scheduler()
@@ -416,41 +532,3 @@ class SchedulerCommonTest:
         with pytest.raises(ValueError, match="set_timesteps"):
             scheduler.step_correct(self.model_output(x), x)
 
-    def test_shape_mismatch(self):
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.num_inference_steps)
-        x = self.sample((4, 2))
-        bad = self.sample((4, 3))
-        with pytest.raises(ValueError, match=r"model_output has shape \(4, 3\) but sample has shape \(4, 2\)"):
-            scheduler.step(bad, scheduler.timesteps[0], x)
-        with pytest.raises(ValueError, match="model_output has shape"):
-            scheduler.step_correct(bad, x)
-
-    @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
-    def test_non_finite_model_output(self, bad_value):
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.num_inference_steps)
-        x = self.sample((4, 2))
-        out = self.model_output(x)
-        out[1, 0] = bad_value
-        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
-            scheduler.step(out, scheduler.timesteps[0], x)
-        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
-            scheduler.step_correct(out, x)
-
-    def test_add_noise_timesteps_outside_range(self):
-        scheduler = self.make_scheduler()
-        x = self.sample((2, 2))
-        for t in (1.5, -0.5):
-            timesteps = scheduler.t_to_timestep(torch.tensor([t, 0.5], dtype=torch.float64))
-            with pytest.raises(ValueError, match=r"timesteps must map to continuous times in \[0, 1\], i.e. lie in"):
-                scheduler.add_noise(x, torch.randn_like(x), timesteps)
-        # python numbers and lists give the same error, not an AttributeError
-        bad = float(scheduler.t_to_timestep(torch.tensor(1.5, dtype=torch.float64)))
-        for timesteps in (bad, [bad, bad]):
-            with pytest.raises(ValueError, match="timesteps must map"):
-                scheduler.add_noise(x, torch.randn_like(x), timesteps)
-        with pytest.raises(ValueError, match=r"timesteps must be a scalar or have one value per sample"):
-            scheduler.add_noise(x, torch.randn_like(x), scheduler.t_to_timestep(torch.full((3,), 0.5)))
-        with pytest.raises(ValueError, match="noise has shape"):
-            scheduler.add_noise(x, torch.randn(2, 3), scheduler.t_to_timestep(torch.full((2,), 0.5)))

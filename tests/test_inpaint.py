@@ -107,8 +107,9 @@ def test_exact_conditional_helper_on_a_correlated_gaussian():
         (VESDEScheduler(sigma_max=40.0), {"num_inference_steps": 300, "corrector": "none"}),
         (VPSDEScheduler(), {"num_inference_steps": 150, "corrector": "langevin"}),
         (VPSDEScheduler(), {"sampler": "ode", "solver": "dopri5"}),
+        (VPSDEScheduler(), {"sampler": "ode", "num_inference_steps": 40}),  # the default exponential integrator
     ],
-    ids=["vp-reverse-diffusion", "ve-reverse-diffusion", "vp-pc-langevin", "vp-ode-dopri5"],
+    ids=["vp-reverse-diffusion", "ve-reverse-diffusion", "vp-pc-langevin", "vp-ode-dopri5", "vp-ode-unipc"],
 )
 def test_imputed_coordinates_follow_the_exact_conditional(scheduler, sampler_kwargs):
     pipe = mixture_pipeline(scheduler)

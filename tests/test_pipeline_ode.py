@@ -229,5 +229,5 @@ def test_bad_encode_decode_input(pipe):
     with pytest.raises(ValueError, match=r"Expected samples of shape \(B, 1, 4, 4\)"):
         image_pipe.decode(torch.randn(2, 1, 8, 8))  # wrong size
     pipe.scheduler = DDPMScheduler()
-    with pytest.raises(ValueError, match="score-SDE scheduler"):
+    with pytest.raises(ValueError, match="needs a ScoreSdeSchedulerMixin scheduler"):
         pipe.encode(torch.randn(4, 2))

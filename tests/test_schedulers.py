@@ -1,13 +1,13 @@
-"""The common scheduler checks (`SchedulerCommonTest`) for VE, VP and sub-VP, plus what is particular to each."""
+"""The common predictor-corrector scheduler checks (`PCSchedulerCommonTest`) for VE, VP and sub-VP, plus what is particular to each."""
 
 import pytest
 import torch
 
-from scheduler_test_mixin import SchedulerCommonTest
+from scheduler_test_mixin import PCSchedulerCommonTest
 from scoresde_diffusers import SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
 
 
-class TestVESDEScheduler(SchedulerCommonTest):
+class TestVESDEScheduler(PCSchedulerCommonTest):
     scheduler_class = VESDEScheduler
 
     def get_scheduler_config(self, **overrides):
@@ -52,7 +52,7 @@ class _VPConfig:
         return 1.0
 
 
-class TestVPSDEScheduler(_VPConfig, SchedulerCommonTest):
+class TestVPSDEScheduler(_VPConfig, PCSchedulerCommonTest):
     scheduler_class = VPSDEScheduler
 
     def test_discrete_timesteps_are_ddpm_integers(self):
@@ -82,7 +82,7 @@ class TestVPSDEScheduler(_VPConfig, SchedulerCommonTest):
             self.make_scheduler(correct_steps=-1)
 
 
-class TestSubVPSDEScheduler(_VPConfig, SchedulerCommonTest):
+class TestSubVPSDEScheduler(_VPConfig, PCSchedulerCommonTest):
     scheduler_class = SubVPSDEScheduler
 
     def test_marginal_std_below_vp(self):

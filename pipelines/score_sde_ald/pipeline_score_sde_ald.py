@@ -5,6 +5,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin
+
 from ..pipeline_score_sde_utils import ScoreSdePipelineOutput
 from ..score_sde_pc import ScoreSdePCPipeline
 
@@ -34,7 +36,7 @@ class ScoreSdeAnnealedLangevinPipeline(ScoreSdePCPipeline):
         """NCSN's `step_lr` (epsilon of Algorithm 1) as the corrector's snr: sqrt(step_lr) / (2 sigma_L)."""
         if not step_lr > 0:
             raise ValueError(f"step_lr must be positive, got {step_lr!r}.")
-        self.check_scheduler()
+        self.check_scheduler(required=ScoreSdePCSchedulerMixin)
         eps = torch.tensor(self.scheduler.config.sampling_eps, dtype=torch.float64)
         sigma_last = float(self.scheduler.sde.marginal_std(eps))
         return math.sqrt(step_lr) / (2 * sigma_last)

@@ -118,10 +118,6 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         u = impute(self.transform(sample), state.observation.to(sample.dtype), state.mask.to(sample.dtype), self.scheduler.sde, t, noise)
         return self.inverse_transform(u)
 
-    def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The ODE's drift evaluated at the imputed state (the ODE variant of the same hook)."""
-        return super().probability_flow_drift(self.condition_sample(sample, t), t)
-
     def restore_known(self, sample: torch.Tensor) -> torch.Tensor:
         """The final sample with the known part set to the observation y exactly."""
         state = self._imputation

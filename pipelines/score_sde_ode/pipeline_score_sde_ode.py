@@ -18,6 +18,7 @@ from scoresde_diffusers.sampling.ode_solvers import (
 from scoresde_diffusers.sampling.exponential_integrators import requires_sde
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
+from scoresde_diffusers.schedulers import ScoreSdeODESchedulerMixin
 from scoresde_diffusers.utils import compute_dtype
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
@@ -51,11 +52,16 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         return self.max_noise_factor * 0.5 * (high - low) * dim**0.5
 
     def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m from the model, at times `t` (B,); one evaluation."""
+        """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m from the model, at times `t` (B,); one evaluation.
+        Like the drift, it is evaluated at the `condition_sample` of `sample` (imputation's hook)."""
+        sample = self.condition_sample(sample, t)
         return from_score(self.scheduler.sde, self.model_score(sample, t), sample, t, "sample")
 
     def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """dx/dt of the probability-flow ODE at `sample` and continuous times `t` (B,); one model evaluation."""
+        """dx/dt of the probability-flow ODE at `sample` and continuous times `t` (B,); one model evaluation.
+        The ODE has no noise to redraw, so the pipelines' `condition_sample` hook applies to the state the drift
+        is evaluated at (with the conditioning hooks' default, the identity, this is the plain drift)."""
+        sample = self.condition_sample(sample, t)
         score = self.model_score(sample, t)
         return self.scheduler.sde.reverse_drift(sample, t, score, probability_flow=True)
 
@@ -278,6 +284,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
         if callback_on_step_end is not None and is_adaptive(ode_solver):
             raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
+        scheduler_steps = self.uses_scheduler_steps(solver, num_inference_steps, timesteps, sampling_eps=sampling_eps, time_spacing=time_spacing, denoise=denoise)
         exponential = requires_sde(ode_solver)
         eps = self.default_exponential_eps(sampling_eps) if exponential and timesteps is None else self.resolve_sampling_eps(sampling_eps)
         # An exponential integrator's last step goes to zero noise itself (extrapolated along the ODE, no extra
@@ -296,6 +303,9 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             self.check_sample(latents, batch_size)
             latents = latents.to(device=device, dtype=dtype)
         sample = latents * self.scheduler.init_noise_sigma
+        if scheduler_steps:  # an ODE scheduler: its own grid and steps, in diffusers' loop
+            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs)
+            return self.finish(sample, output_type, return_dict)
         t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
         self.reset_nfe()
 
@@ -319,11 +329,49 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             sample = from_score(self.scheduler.sde, self.model_score(sample, t_end), sample, t_end, "sample")
 
         # 5. Output.
+        return self.finish(sample, output_type, return_dict)
+
+    def finish(self, sample: torch.Tensor, output_type: str, return_dict: bool) -> Union[ScoreSdePipelineOutput, Tuple]:
+        """The pipeline output for a final `sample`, with the number of model evaluations."""
         images = self.postprocess(sample.to(self.unet.dtype), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, self.nfe)
         return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
+
+    # ------------------------------------------------------------------ sampling with an ODE scheduler
+    def uses_scheduler_steps(self, solver, num_inference_steps, timesteps, **grid_arguments) -> bool:
+        """Whether this call runs the steps of the pipeline's ODE scheduler (`ScoreSdeDPMSolverMultistepScheduler`,
+        `ScoreSdeHeunScheduler`): when it has one and no `solver` or `timesteps` is asked for. The grid is then the
+        scheduler's, so the grid arguments of `__call__` are an error rather than silently ignored."""
+        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin) or solver is not None or timesteps is not None or num_inference_steps is None:
+            return False
+        given = sorted(k for k, v in grid_arguments.items() if v is not None)
+        if given:
+            raise ValueError(
+                f"{given} set the grid of an ODE solver, but the pipeline's {type(self.scheduler).__name__} has its own: "
+                f"set it in the scheduler's config (e.g. `{type(self.scheduler).__name__}.from_config(pipe.scheduler.config, "
+                f"min_noise_level=..., time_spacing=..., final_sigmas_type=...)`), or pass `solver=` to use an ODE solver."
+            )
+        return True
+
+    def scheduler_loop(self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",)):
+        """diffusers' loop over the ODE scheduler's `timesteps`: one model call and one `step` each. The conditioning
+        hooks enter through `conditioned_model_output`, as in the predictor-corrector loop."""
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=sample.device)
+        self.reset_nfe()
+        with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:
+            for i, t in enumerate(scheduler.timesteps):
+                sample, model_output = self.conditioned_model_output(sample, t, scheduler)
+                sample = scheduler.step(model_output, t, sample).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"sample": sample}
+                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    if outputs is not None:
+                        sample = outputs.pop("sample", sample)
+                progress_bar.update()
+        return sample
 
     # ------------------------------------------------------------------ the encoder and decoder
     def _transport(self, sample, to_latent: bool, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options):

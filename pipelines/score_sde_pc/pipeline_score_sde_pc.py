@@ -7,6 +7,8 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin
+
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
 
@@ -47,7 +49,7 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         The copy leaves the pipeline's scheduler untouched, so the overrides hold for one call only; the
         scheduler validates them (unknown predictor or corrector names, snr <= 0) with its usual errors.
         """
-        self.check_scheduler()
+        self.check_scheduler(required=ScoreSdePCSchedulerMixin)
         if correct_steps is not None and (isinstance(correct_steps, bool) or not isinstance(correct_steps, int) or correct_steps < 0):
             raise ValueError(f"correct_steps must be an integer >= 0, got {correct_steps!r}.")
         overrides = {"snr": snr, "correct_steps": correct_steps, "predictor": predictor, "corrector": corrector}

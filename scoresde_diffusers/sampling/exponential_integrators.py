@@ -123,6 +123,114 @@ def _combine(weights: torch.Tensor, values: List[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+# ---------------------------------------------------------------------------- the steppers
+class MultistepExponentialIntegrator:
+    """DPM-Solver++(kM) with an optional UniC corrector, one step at a time along one trajectory.
+
+    The state of the multistep method (the last k denoiser values and their lambdas) lives here, so that the
+    solver function `dpm_solver_multistep` and the scheduler `ScoreSdeDPMSolverMultistepScheduler` run the same
+    maths. Call ``step(i, x, d)`` for i = 0, 1, ... in order, with x the state at ``t[i]`` and d = D(x, t[i]).
+
+    The corrector (UniC, Zhao et al. 2023, sec. 3.2) redoes the previous step with d as an extra node. Both the
+    predictor and the corrector are exp(-h) y_prev + (weighted sum of denoiser values), so the correction is the
+    *difference* of the two weighted sums and does not depend on y_prev: it is added to the state that is passed
+    in. A state edited between steps (inpainting's replacement, a pipeline callback) keeps its edit and is
+    corrected all the same.
+
+    Args:
+        sde (`SDE`): the forward SDE (m(t) and the log-SNR).
+        t (`torch.Tensor`): the grid t_0, ..., t_n (either direction, strictly monotone).
+        order (`int`, defaults to 2): k, the number of denoiser values in a step (1, 2 or 3).
+        corrector (`bool`, defaults to `False`): apply UniC (order k + 1, no extra evaluation).
+        final_order (`int`, *optional*): number of denoiser values extrapolated to zero noise by ``step(n, ...)``.
+    """
+
+    def __init__(self, sde, t: torch.Tensor, order: int = 2, corrector: bool = False, final_order: Optional[int] = None):
+        if isinstance(order, bool) or int(order) != order or not 1 <= order <= 3:
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}.")
+        final_order = order if final_order is None else final_order
+        if isinstance(final_order, bool) or int(final_order) != final_order or not 1 <= final_order <= 4:
+            raise ValueError(f"final_order must be between 1 and 4, got {final_order!r}.")
+        _check_monotone(t)
+        self.order, self.corrector, self.final_order = int(order), bool(corrector), int(final_order)
+        self.m, self.lam = _schedule(sde, t)
+        self.n = t.numel() - 1
+        self._d: List[torch.Tensor] = []  # denoiser values, newest last
+        self._lam: List[float] = []
+        self._predicted = None  # (the weighted sum of the last predictor step, its step size h, its order k)
+        self._next = 0
+
+    def step(self, i: int, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """The state at ``t[i + 1]`` from the state `x` at ``t[i]`` and its denoiser value `d`; for ``i = n`` (one
+        more evaluation at the last time) the sample at zero noise, the denoiser extrapolated to u = 0."""
+        if i != self._next or i > self.n:
+            raise ValueError(f"Steps must be taken in order 0..{self.n}: expected step {self._next}, got {i}.")
+        self._next = i + 1
+        y = x / float(self.m[i])
+        self._d.append(d)
+        self._lam.append(float(self.lam[i]))
+        if self.corrector and self._predicted is not None:
+            predicted, h, k = self._predicted
+            k = min(k + 1, len(self._d))
+            nodes = torch.tensor(self._lam[-k:], dtype=torch.float64) - self._lam[-2]
+            y = y + (_combine(exponential_weights(nodes, h), self._d[-k:]) - predicted)
+        if i == self.n:
+            # Last step to zero noise: along a trajectory D = y(0) + O(u^2), so extrapolate D to u = 0 in u^2.
+            k = min(self.final_order, len(self._d))
+            nodes = torch.exp(-2 * torch.tensor(self._lam[-k:], dtype=torch.float64))
+            return _combine(extrapolation_weights(nodes), self._d[-k:])
+        k = min(self.order, len(self._d))
+        h = float(self.lam[i + 1]) - self._lam[-1]
+        nodes = torch.tensor(self._lam[-k:], dtype=torch.float64) - self._lam[-1]
+        predicted = _combine(exponential_weights(nodes, h), self._d[-k:])
+        self._predicted = (predicted, h, k)
+        if len(self._d) > 3:  # the corrector of order 3 + 1 needs the last four values
+            self._d.pop(0), self._lam.pop(0)
+        return (math.exp(-h) * y + predicted) * float(self.m[i + 1])
+
+
+class HeunIntegrator:
+    """EDM's Heun step on dy/du = (y - D) / u (Karras et al. 2022, Algorithm 1 without churn), split into its two
+    evaluations so that a scheduler can take them as two calls of ``step``; shared with `edm_heun`.
+
+    ``predict(i, x, d)`` is the Euler step from ``t[i]`` to ``t[i + 1]`` (d = D(x, t[i])); ``correct(i, x_euler,
+    d_next)`` averages the two slopes (d_next = D(x_euler, t[i + 1])). With ``to_zero=True`` the grid gets a last
+    node at zero noise, u = 0, reached by the Euler step alone: y + (0 - u) (y - D) / u = D, EDM's last step.
+    """
+
+    def __init__(self, sde, t: torch.Tensor, to_zero: bool = False):
+        _check_monotone(t)
+        m, lam = _schedule(sde, t)
+        self.m, self.u = m.tolist(), torch.exp(-lam).tolist()
+        if to_zero:
+            self.m.append(1.0)  # at zero noise x = y = x_0
+            self.u.append(0.0)
+        self._y = self._slope = None
+
+    def predict(self, i: int, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        if self.u[i + 1] == 0.0:
+            return d
+        y = x / self.m[i]
+        self._y, self._slope = y, (y - d) / self.u[i]
+        return (y + (self.u[i + 1] - self.u[i]) * self._slope) * self.m[i + 1]
+
+    def correct(self, i: int, x_euler: torch.Tensor, d_next: torch.Tensor) -> torch.Tensor:
+        if self._y is None:
+            raise ValueError("Heun's correction needs its Euler prediction first (call `predict`).")
+        slope_next = (x_euler / self.m[i + 1] - d_next) / self.u[i + 1]
+        y = self._y + 0.5 * (self.u[i + 1] - self.u[i]) * (self._slope + slope_next)
+        self._y = self._slope = None
+        return y * self.m[i + 1]
+
+
+def _check_monotone(t: torch.Tensor) -> None:
+    if t.ndim != 1 or t.numel() < 1:
+        raise ValueError(f"The time grid must be a non-empty 1-D tensor, got shape {tuple(t.shape)}.")
+    steps = (t[1:] - t[:-1]).detach().cpu()
+    if not (torch.all(steps > 0) or torch.all(steps < 0)):
+        raise ValueError("The time grid must be strictly increasing or strictly decreasing.")
+
+
 # ---------------------------------------------------------------------------- DPM-Solver++ / UniPC
 def dpm_solver_multistep(
     func,
@@ -141,6 +249,7 @@ def dpm_solver_multistep(
 ) -> ODESolution:
     """DPM-Solver++(kM) in data-prediction form (Lu et al. 2022b, Algorithm 2 generalised to order k by exact
     integration of the interpolating polynomial in lambda), with an optional UniC corrector (Zhao et al. 2023).
+    The steps are those of `MultistepExponentialIntegrator`.
 
     Args:
         func (`Callable`): the probability-flow vector field ``func(t, x)``; only used when `denoiser` is None.
@@ -162,57 +271,21 @@ def dpm_solver_multistep(
     """
     check_tolerances(rtol, atol)
     _check_sde(sde, "dpm_solver")
-    if int(order) != order or not 1 <= order <= 3:
-        raise ValueError(f"order must be 1, 2 or 3, got {order!r}.")
-    final_order = order if final_order is None else int(final_order)
-    if not 1 <= final_order <= 4:
-        raise ValueError(f"final_order must be between 1 and 4, got {final_order!r}.")
     if t.numel() < 2:
         raise ValueError("The time grid needs at least 2 times.")
-    steps = (t[1:] - t[:-1]).detach().cpu()
-    if not (torch.all(steps > 0) or torch.all(steps < 0)):
-        raise ValueError("The time grid must be strictly increasing or strictly decreasing.")
-    if denoise_to_zero and not torch.all(steps < 0):
+    integrator = MultistepExponentialIntegrator(sde, t, order=order, corrector=corrector, final_order=final_order)
+    if denoise_to_zero and not bool(t[-1] < t[0]):
         raise ValueError("denoise_to_zero needs a decreasing grid (sampling, not encoding).")
     D = _CountedDenoiser(sde, func, denoiser)
-    m, lam = _schedule(sde, t)
     x_dtype = y0.dtype
-    y = y0 / float(m[0])
+    x = y0
     n = t.numel() - 1
-    hist_d: List[torch.Tensor] = []  # denoiser values, newest last
-    hist_lam: List[float] = []
-    y_prev = None  # the state at the previous grid point, for the corrector
-    prev_order = 0
     for i in range(n + (1 if denoise_to_zero else 0)):
-        d = D(t[i], (y * float(m[i])).to(x_dtype))
-        hist_d.append(d)
-        hist_lam.append(float(lam[i]))
-        if corrector and y_prev is not None:
-            # UniC: redo the last step with the new value as an extra node (order + 1, no new evaluation).
-            k = min(prev_order + 1, len(hist_d))
-            h = hist_lam[-1] - hist_lam[-2]
-            nodes = torch.tensor(hist_lam[-k:], dtype=torch.float64) - hist_lam[-2]
-            w = exponential_weights(nodes, h)
-            y = math.exp(-h) * y_prev + _combine(w, hist_d[-k:])
-        if i == n:  # the extra evaluation of denoise_to_zero: extrapolate D to u = 0 in u^2 = exp(-2 lambda)
-            k = min(final_order, len(hist_d))
-            nodes = torch.exp(-2 * torch.tensor(hist_lam[-k:], dtype=torch.float64))
-            y = _combine(extrapolation_weights(nodes), hist_d[-k:])
-            return ODESolution(y.to(x_dtype), D.nfe)
-        k = min(order, len(hist_d))
-        h = float(lam[i + 1]) - hist_lam[-1]
-        nodes = torch.tensor(hist_lam[-k:], dtype=torch.float64) - hist_lam[-1]
-        y_prev = y
-        y = math.exp(-h) * y + _combine(exponential_weights(nodes, h), hist_d[-k:])
-        prev_order = k
-        if len(hist_d) > 3:
-            hist_d.pop(0), hist_lam.pop(0)
-        if callback is not None:
-            replaced = callback(i, t[i + 1], (y * float(m[i + 1])).to(x_dtype))
-            if replaced is not None:
-                y = replaced.to(y.dtype) / float(m[i + 1])
-                y_prev = None  # the state was edited: no correction of this step
-    return ODESolution((y * float(m[n])).to(x_dtype), D.nfe)
+        x = integrator.step(i, x, D(t[i], x.to(x_dtype)))
+        if callback is not None and i < n:
+            replaced = callback(i, t[i + 1], x.to(x_dtype))
+            x = x if replaced is None else replaced.to(x.dtype)
+    return ODESolution(x.to(x_dtype), D.nfe)
 
 
 def _registered(name: str, doc: str, **preset):
@@ -244,29 +317,25 @@ def edm_heun(
     denoiser: Optional[Denoiser] = None,
     denoise_to_zero: bool = False,
 ) -> ODESolution:
-    """Heun's method on dy/du = (y - D) / u (Karras et al. 2022, Algorithm 1 without churn), on any time grid
-    (use the ``edm`` grid for their rho = 7 schedule). Two evaluations per step; with `denoise_to_zero` a last
-    Euler step to u = 0, which is y = D(y) (one more evaluation), as EDM's sampler ends."""
+    """Heun's method on dy/du = (y - D) / u (Karras et al. 2022, Algorithm 1 without churn; `HeunIntegrator`), on
+    any time grid (use the ``edm`` grid for their rho = 7 schedule). Two evaluations per step; with
+    `denoise_to_zero` a last Euler step to u = 0, which is y = D(y) (one more evaluation), as EDM's sampler ends."""
     check_tolerances(rtol, atol)
     _check_sde(sde, "edm_heun")
     D = _CountedDenoiser(sde, func, denoiser)
-    m, lam = _schedule(sde, t)
-    u = torch.exp(-lam)
+    heun = HeunIntegrator(sde, t, to_zero=denoise_to_zero)
     x_dtype = y0.dtype
-    y = y0 / float(m[0])
+    x = y0
     n = t.numel() - 1
     for i in range(n):
-        d_cur = (y - D(t[i], (y * float(m[i])).to(x_dtype))) / float(u[i])
-        du = float(u[i + 1] - u[i])
-        y_euler = y + du * d_cur
-        d_next = (y_euler - D(t[i + 1], (y_euler * float(m[i + 1])).to(x_dtype))) / float(u[i + 1])
-        y = y + 0.5 * du * (d_cur + d_next)
+        x_euler = heun.predict(i, x, D(t[i], x.to(x_dtype)))
+        x = heun.correct(i, x_euler, D(t[i + 1], x_euler.to(x_dtype)))
         if callback is not None:
-            replaced = callback(i, t[i + 1], (y * float(m[i + 1])).to(x_dtype))
-            y = y if replaced is None else replaced.to(y.dtype) / float(m[i + 1])
+            replaced = callback(i, t[i + 1], x.to(x_dtype))
+            x = x if replaced is None else replaced.to(x.dtype)
     if denoise_to_zero:
-        return ODESolution(D(t[n], (y * float(m[n])).to(x_dtype)).to(x_dtype), D.nfe)
-    return ODESolution((y * float(m[n])).to(x_dtype), D.nfe)
+        x = heun.predict(n, x, D(t[n], x.to(x_dtype)))
+    return ODESolution(x.to(x_dtype), D.nfe)
 
 
 edm_heun.adaptive = False
@@ -280,6 +349,8 @@ def requires_sde(solver: Callable) -> bool:
 
 
 __all__ = [
+    "HeunIntegrator",
+    "MultistepExponentialIntegrator",
     "dpm_solver_1",
     "dpm_solver_2m",
     "dpm_solver_3m",

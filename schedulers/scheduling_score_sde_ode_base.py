@@ -1,0 +1,116 @@
+"""The shared base of the probability-flow ODE schedulers, `ScoreSdeDPMSolverMultistepScheduler` and
+`ScoreSdeHeunScheduler`.
+
+Unlike the predictor-corrector schedulers (one class per SDE), an ODE scheduler is one class for every SDE: in the
+variables y = x / m(t) and u = sigma(t) / m(t), the probability-flow ODE of every linear SDE is the same equation
+dy/du = (y - D) / u (see `scoresde_diffusers.sampling.exponential_integrators`), so the SDE is only a config key,
+``sde_type``, a name in `SDES` (a plugin's SDE too). Its grid is a registered time grid (`TIME_GRIDS`) that ends at
+a noise level rather than at a time, which fits every SDE with one setting.
+"""
+
+import inspect
+from typing import Optional
+
+import torch
+
+from scoresde_diffusers.registry import SDES
+from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
+from scoresde_diffusers.sdes import SDE
+
+from .scheduling_score_sde_base import ScoreSdeSchedulerMixin
+from .scheduling_vp_sde import ddpm_betas_to_vp
+
+#: How each SDE's models are usually called when the config does not say: (prediction_type, timestep_type,
+#: sampling_eps). VE models (NCSN++) predict the score from sigma; VP-family models (DDPM) predict epsilon from
+#: the integer step. The eps values are score_sde's.
+SDE_CONVENTIONS = {"ve": ("score", "sigma", 1e-5)}
+DEFAULT_CONVENTION = ("epsilon", "discrete", 1e-3)
+
+#: The SDE behind the configs of other scheduler classes, for `from_config`.
+SDE_OF_SCHEDULER = {"VESDEScheduler": "ve", "ScoreSdeVeScheduler": "ve", "VPSDEScheduler": "vp", "SubVPSDEScheduler": "subvp"}
+
+#: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
+PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector")
+
+#: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
+FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+
+
+def build_sde(sde_type: str, num_train_timesteps: int, **parameters) -> SDE:
+    """The SDE registered as `sde_type`, built from those of `parameters` (``beta_min``, ``sigma_max``, ...) that
+    its constructor takes; `num_train_timesteps` is passed as ``N`` where the SDE has one."""
+    sde_class = SDES.get(sde_type)
+    accepted = inspect.signature(sde_class).parameters
+    return sde_class(**{k: v for k, v in {**parameters, "N": num_train_timesteps}.items() if k in accepted})
+
+
+class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
+    """What the ODE schedulers share: the SDE from ``sde_type``, the conventions of that SDE's models, foreign
+    configs of any score-SDE or DDPM scheduler, and the grid ending at ``min_noise_level``.
+
+    A subclass's `__init__` registers its config and calls `self._init_ode_scheduler()`; its `set_timesteps` asks
+    `_ode_grid(num_points)` for the continuous times.
+    """
+
+    def _init_ode_scheduler(self) -> None:
+        config = self.config
+        prediction_type, timestep_type, sampling_eps = SDE_CONVENTIONS.get(config.sde_type, DEFAULT_CONVENTION)
+        # Unset conventions are resolved here and written back, so a saved config says what was used.
+        resolved = {"prediction_type": prediction_type, "timestep_type": timestep_type, "sampling_eps": sampling_eps}
+        self.register_to_config(**{k: v for k, v in resolved.items() if config[k] is None})
+        try:
+            sde = build_sde(
+                config.sde_type, config.num_train_timesteps,
+                beta_min=config.beta_min, beta_max=config.beta_max, sigma_min=config.sigma_min, sigma_max=config.sigma_max,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"sde_type={config.sde_type!r} is not allowed: {err}") from None
+        self._init_sde_scheduler(sde)
+        if config.final_sigmas_type not in FINAL_SIGMAS_TYPES:
+            raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS_TYPES)}, got {config.final_sigmas_type!r}.")
+        if not config.min_noise_level > 0:
+            raise ValueError(f"min_noise_level must be positive, got {config.min_noise_level!r}.")
+        if config.max_noise_level is not None and not config.max_noise_level > config.min_noise_level:
+            raise ValueError(f"max_noise_level must exceed min_noise_level ({config.min_noise_level}), got {config.max_noise_level!r}.")
+        if not config.rho > 0:
+            raise ValueError(f"rho must be positive, got {config.rho!r}.")
+
+    def _registered_config_names(self):
+        return (("time_spacing", TIME_GRIDS),) + super()._registered_config_names()
+
+    @classmethod
+    def _convert_foreign_config(cls, config: dict) -> dict:
+        """Read the SDE off another scheduler's config: our PC schedulers and diffusers' `ScoreSdeVeScheduler` by
+        class name, a DDPM-style config (``beta_start``, ``beta_end``) as the VP SDE; drop the PC-only keys."""
+        config = {k: v for k, v in config.items() if k not in PC_ONLY_KEYS}
+        if "sde_type" not in config:
+            name = config.get("_class_name")
+            is_ve = "sigma_max" in config and not {"beta_min", "beta_start"} & set(config)
+            config["sde_type"] = SDE_OF_SCHEDULER.get(name, "ve" if is_ve else "vp")
+        return ddpm_betas_to_vp(config) if config["sde_type"] != "ve" else config
+
+    # ------------------------------------------------------------------ the grid
+    def _ode_grid(self, num_points: int, sampling_eps: Optional[float] = None) -> torch.Tensor:
+        """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
+        ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
+        config = self.config
+        eps = config.sampling_eps if sampling_eps is None else sampling_eps
+        self._check_sampling_eps(eps)
+        t_end = max(float(eps), t_from_noise_level(self.sde, config.min_noise_level))
+        if not t_end < self.sde.T:
+            raise ValueError(f"min_noise_level={config.min_noise_level} is above the prior's noise level: the grid would be empty.")
+        if num_points == 1:
+            return torch.tensor([self.sde.T], dtype=torch.float64)
+        options = {}
+        if config.time_spacing == "log_snr" and config.max_noise_level is not None:
+            options["max_noise"] = config.max_noise_level
+        if config.time_spacing == "edm":
+            options["rho"] = config.rho
+        return time_grid(config.time_spacing, self.sde, num_points - 1, t_min=t_end, **options)
+
+    def _check_order_of_steps(self, index: int) -> None:
+        if index != 0 and getattr(self, "_integrator", None) is None:
+            raise ValueError("An ODE scheduler's steps start at `timesteps[0]` and follow `timesteps` in order.")
+
+
+__all__ = ["DEFAULT_CONVENTION", "FINAL_SIGMAS_TYPES", "SDE_CONVENTIONS", "ScoreSdeODESchedulerMixin", "build_sde"]

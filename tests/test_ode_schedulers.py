@@ -1,0 +1,291 @@
+"""The probability-flow ODE schedulers: the common scheduler checks, the same steps as the ODE solvers, accuracy
+and convergence on exact mixtures, foreign configs (score-SDE and DDPM), and diffusers' own loops."""
+
+import math
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler
+
+from scheduler_test_mixin import SchedulerCommonTest
+from scoresde_diffusers import (
+    GaussianMixtureScoreModel,
+    ODE_SOLVERS,
+    ScoreSdeDPMSolverMultistepScheduler,
+    ScoreSdeHeunScheduler,
+    SubVPSDEScheduler,
+    VESDEScheduler,
+    VPSDEScheduler,
+)
+from scoresde_diffusers.evaluation import mixture_sample_metrics
+from scoresde_diffusers.pipelines import ScoreSdeODEPipeline, ScoreSdePCPipeline
+from scoresde_diffusers.sampling.parametrization import from_score
+
+SDE_CONFIGS = {"vp": {}, "subvp": {}, "ve": {"sigma_max": 20.0}}
+
+
+class _ODESchedulerTest(SchedulerCommonTest):
+    round_trip_config = {"sampling_eps": 2e-3, "min_noise_level": 0.05, "time_spacing": "edm"}
+    override_config = {"time_spacing": "uniform", "min_noise_level": 0.1}
+    registered_name_keys = [
+        ("prediction_type", "epsilon"), ("timestep_type", "sigma"), ("time_spacing", "log_snr"), ("sde_type", "subvp"),
+    ]  # fmt: skip
+
+    def get_scheduler_config(self, **overrides):
+        return {"sde_type": "vp", **overrides}
+
+    def expected_init_noise_sigma(self, config):
+        return 1.0
+
+
+class TestScoreSdeDPMSolverMultistepScheduler(_ODESchedulerTest):
+    scheduler_class = ScoreSdeDPMSolverMultistepScheduler
+
+
+class TestScoreSdeHeunScheduler(_ODESchedulerTest):
+    scheduler_class = ScoreSdeHeunScheduler
+    expected_order = 2
+
+    def expected_num_timesteps(self, num_inference_steps):
+        return 2 * num_inference_steps - 1
+
+
+class TestScoreSdeDPMSolverMultistepSchedulerVE(_ODESchedulerTest):
+    scheduler_class = ScoreSdeDPMSolverMultistepScheduler
+    integer_timestep_config = {"timestep_type": "discrete", "prediction_type": "score"}
+
+    def get_scheduler_config(self, **overrides):
+        return {"sde_type": "ve", "sigma_max": 50.0, **overrides}
+
+    def expected_init_noise_sigma(self, config):
+        return config["sigma_max"]
+
+
+# ---------------------------------------------------------------------------- helpers
+def ring(scheduler):
+    """Eight Gaussians of std 0.05 on the unit circle, exact (float64)."""
+    angles = torch.arange(8, dtype=torch.float64) * 2 * math.pi / 8
+    means = torch.stack([angles.cos(), angles.sin()], 1)
+    return GaussianMixtureScoreModel.from_mixture(torch.ones(8), means, torch.full((8,), 0.05), scheduler=scheduler).double()
+
+
+def pc_scheduler(sde_type):
+    return {"vp": VPSDEScheduler, "subvp": SubVPSDEScheduler, "ve": VESDEScheduler}[sde_type](**SDE_CONFIGS[sde_type])
+
+
+def loop(scheduler, model, x):
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t).sample, t, x).prev_sample
+    return x
+
+
+def prior(n, scheduler, seed=0):
+    return torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * scheduler.init_noise_sigma
+
+
+# ---------------------------------------------------------------------------- the same steps as the ODE solvers
+@pytest.mark.parametrize("sde_type", list(SDE_CONFIGS))
+@pytest.mark.parametrize("order, corrector, solver", [(1, False, "dpm_solver_1"), (2, False, "dpm_solver_2m"), (3, True, "unipc_3m")])
+def test_multistep_scheduler_takes_the_steps_of_the_ode_solver(sde_type, order, corrector, solver):
+    model_scheduler = pc_scheduler(sde_type)
+    model = ring(model_scheduler)
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, solver_order=order, use_corrector=corrector, timestep_type="continuous")
+    scheduler.set_timesteps(12)
+    x = prior(64, scheduler)
+    sde = scheduler.sde
+
+    def denoiser(t, y):
+        tb = t.expand(y.shape[0])
+        return from_score(sde, model.score(y, tb), y, tb, "sample")
+
+    expected = ODE_SOLVERS.get(solver)(None, x, scheduler.t_grid, sde=sde, denoiser=denoiser, denoise_to_zero=True)
+    model = ring(scheduler)  # the model reads `timesteps` the scheduler's way
+    torch.testing.assert_close(loop(scheduler, model, x), expected.y, rtol=1e-6, atol=1e-6)
+    assert expected.nfe == len(scheduler.timesteps) == 12
+
+
+def test_heun_scheduler_takes_the_steps_of_edm_heun():
+    scheduler = ScoreSdeHeunScheduler(timestep_type="continuous", prediction_type="score")
+    model = ring(scheduler)
+    scheduler.set_timesteps(8)
+    x = prior(64, scheduler)
+
+    def denoiser(t, y):
+        tb = t.expand(y.shape[0])
+        return from_score(scheduler.sde, model.score(y, tb), y, tb, "sample")
+
+    expected = ODE_SOLVERS.get("edm_heun")(None, x, scheduler.t_grid, sde=scheduler.sde, denoiser=denoiser, denoise_to_zero=False)
+    # The scheduler's last stage is the Euler step to zero noise, i.e. the denoiser at the end of the grid.
+    last = scheduler.t_grid[-1]
+    stages = []
+    for t in scheduler.timesteps:
+        stages.append(scheduler.state_in_first_order)
+        x = scheduler.step(model(x, t).sample, t, x).prev_sample
+        if len(stages) == len(scheduler.timesteps) - 1:
+            torch.testing.assert_close(x, expected.y, rtol=1e-5, atol=1e-6)  # the model reads float32 `timesteps`
+    torch.testing.assert_close(x, denoiser(last, expected.y), rtol=1e-5, atol=1e-6)
+    assert stages == [True] + [False, True] * 7
+    assert len(scheduler.timesteps) == 15 == expected.nfe + 1
+
+
+# ---------------------------------------------------------------------------- accuracy
+@pytest.mark.parametrize("sde_type", list(SDE_CONFIGS))
+def test_default_multistep_scheduler_samples_the_sharp_ring_in_20_evaluations(sde_type):
+    # Goal of issue 7: log-density gap < 0.01 nats/dim, spread within 2%, mode TV at the noise floor, <= 20 NFE.
+    model_scheduler = pc_scheduler(sde_type)
+    model = ring(model_scheduler)
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=10 * math.sqrt(2))
+    scheduler.set_timesteps(20)
+    x = loop(scheduler, model, prior(8000, scheduler))
+    metrics = mixture_sample_metrics(model, x, reference=model.sample_data(100_000, generator=torch.Generator().manual_seed(1)))
+    assert abs(metrics["logp_gap"]) < 0.01 + 3 * metrics["logp_gap_floor"], metrics
+    assert metrics["spread"] < 0.02, metrics
+    assert metrics["mode_tv"] < 2 * metrics["mode_tv_floor"] + 0.005, metrics
+
+
+@pytest.mark.parametrize("scheduler_class, steps, expected_order", [(ScoreSdeDPMSolverMultistepScheduler, (6, 12, 24), 3.0), (ScoreSdeHeunScheduler, (6, 12, 24), 2.0)])
+def test_ode_schedulers_converge_with_their_order(scheduler_class, steps, expected_order):
+    # Error at the end of the grid (no step to zero noise) against a fine-grid solution of the same ODE on a
+    # smooth mixture; halving the step size divides it by about 2^order.
+    config = dict(final_sigmas_type="sigma_min", min_noise_level=0.2, time_spacing="log_snr", timestep_type="continuous", prediction_type="score")
+    means = torch.tensor([[1.0, 0.5], [-1.0, -0.5]], dtype=torch.float64)
+    errors, reference = [], None
+    for n in (*steps, 400):
+        scheduler = scheduler_class(**config)
+        model = GaussianMixtureScoreModel.from_mixture(torch.ones(2), means, torch.full((2,), 0.4), scheduler=scheduler).double()
+        scheduler.set_timesteps(n)
+        x = loop(scheduler, model, prior(64, scheduler, seed=3))
+        if n == 400:
+            reference = x
+        else:
+            errors.append(x)
+    errors = [float((x - reference).abs().max()) for x in errors]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert errors[0] > errors[1] > errors[2], errors
+    assert all(rate > expected_order - 0.6 for rate in rates), (errors, rates)
+
+
+def test_edited_sample_keeps_its_edit_through_the_corrector():
+    # UniC adds a correction that does not depend on the state, so an edit made between steps (inpainting's
+    # replacement) moves the next sample by exactly exp(-h) m(t_next) / m(t) times the edit.
+    scheduler = ScoreSdeDPMSolverMultistepScheduler(prediction_type="sample")
+    scheduler.set_timesteps(6)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    outputs = [torch.randn(4, 2, dtype=torch.float64) for _ in range(3)]
+    results = []
+    for edit in (0.0, 0.25):
+        scheduler.set_timesteps(6)
+        y = x
+        for i in range(3):
+            if i == 2:
+                y = y + edit
+            y = scheduler.step(outputs[i], scheduler.timesteps[i], y).prev_sample
+        results.append(y)
+    sde, t = scheduler.sde, scheduler.t_grid
+    m = sde.marginal_mean_coeff(t)
+    h = 0.5 * float(sde.log_snr(t[3]) - sde.log_snr(t[2]))
+    torch.testing.assert_close(results[1] - results[0], torch.full_like(x, 0.25 * math.exp(-h) * float(m[3] / m[2])))
+
+
+# ---------------------------------------------------------------------------- configs and loops
+@pytest.mark.parametrize("sde_type", list(SDE_CONFIGS))
+def test_from_config_of_a_pc_scheduler_keeps_the_sde_and_its_conventions(sde_type):
+    source = pc_scheduler(sde_type)
+    for scheduler_class in (ScoreSdeDPMSolverMultistepScheduler, ScoreSdeHeunScheduler):
+        scheduler = scheduler_class.from_config(source.config)
+        assert scheduler.config.sde_type == sde_type
+        assert type(scheduler.sde) is type(source.sde) and scheduler.sde == source.sde
+        assert scheduler.config.prediction_type == source.config.prediction_type
+        assert scheduler.config.timestep_type == source.config.timestep_type
+        # and back: the PC scheduler reads the ODE scheduler's config
+        back = type(source).from_config(scheduler.config)
+        assert back.sde == source.sde
+
+
+def test_sde_conventions_are_filled_in_and_saved(tmp_path):
+    ve = ScoreSdeDPMSolverMultistepScheduler(sde_type="ve")
+    assert (ve.config.prediction_type, ve.config.timestep_type, ve.config.sampling_eps) == ("score", "sigma", 1e-5)
+    vp = ScoreSdeDPMSolverMultistepScheduler()
+    assert (vp.config.prediction_type, vp.config.timestep_type, vp.config.sampling_eps) == ("epsilon", "discrete", 1e-3)
+    ve.save_pretrained(tmp_path)
+    assert ScoreSdeDPMSolverMultistepScheduler.from_pretrained(tmp_path).config.prediction_type == "score"
+
+
+def test_diffusers_score_sde_ve_config_becomes_the_ve_sde():
+    from diffusers import ScoreSdeVeScheduler
+
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ScoreSdeVeScheduler().config)
+    assert scheduler.config.sde_type == "ve" and scheduler.config.sigma_max == 1348.0
+    assert (scheduler.config.prediction_type, scheduler.config.timestep_type) == ("score", "sigma")
+
+
+def test_ddpm_pipeline_samples_the_ring_with_the_multistep_scheduler():
+    # diffusers' own DDPMPipeline loop, a DDPM scheduler config, 20 model evaluations.
+    ddpm = DDPMScheduler(num_train_timesteps=1000)
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ddpm.config, max_noise_level=10 * math.sqrt(2))
+    assert scheduler.config.sde_type == "vp" and scheduler.config.beta_max == pytest.approx(20.0)
+    # The ring as 1x1 images with two channels, the shape DDPMPipeline draws its noise in.
+    flat = ring(VPSDEScheduler.from_config(ddpm.config))
+    model = GaussianMixtureScoreModel.from_mixture(
+        torch.ones(8), flat.means.detach(), torch.full((8,), 0.05), scheduler=VPSDEScheduler.from_config(ddpm.config), sample_size=1, in_channels=2
+    ).double()
+    pipe = DDPMPipeline(unet=model, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2000, num_inference_steps=20, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    x = torch.as_tensor(images).reshape(2000, 2).double() * 2 - 1  # DDPMPipeline maps [-1, 1] to [0, 1]
+    radius = x.norm(dim=1)
+    assert abs(float(radius.mean()) - 1.0) < 0.02 and float(radius.std()) < 0.08
+
+
+@pytest.mark.parametrize("scheduler_class", [ScoreSdeDPMSolverMultistepScheduler, ScoreSdeHeunScheduler])
+def test_ode_pipeline_runs_the_scheduler_steps(scheduler_class):
+    scheduler = scheduler_class()
+    model = GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler).double()
+    pipe = ScoreSdeODEPipeline(unet=model, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=16, num_inference_steps=10, output_type="pt", generator=torch.Generator().manual_seed(0))
+    scheduler.set_timesteps(10)
+    latents = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.images, loop(scheduler, model, latents * scheduler.init_noise_sigma))
+    assert out.nfe == len(scheduler.timesteps)
+
+
+def test_ode_pipeline_rejects_grid_arguments_with_an_ode_scheduler():
+    scheduler = ScoreSdeDPMSolverMultistepScheduler()
+    pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler)
+    with pytest.raises(ValueError, match=r"\['time_spacing'\] set the grid.*from_config\(pipe.scheduler.config"):
+        pipe(num_inference_steps=5, time_spacing="edm")
+
+
+def test_pc_pipeline_rejects_an_ode_scheduler():
+    scheduler = ScoreSdeHeunScheduler()
+    pipe = ScoreSdePCPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler)
+    with pytest.raises(ValueError, match="needs a ScoreSdePCSchedulerMixin scheduler.*ODE schedulers go with ScoreSdeODEPipeline"):
+        pipe(num_inference_steps=5)
+
+
+def test_steps_out_of_order_are_an_error():
+    scheduler = ScoreSdeDPMSolverMultistepScheduler()
+    scheduler.set_timesteps(5)
+    x = torch.randn(2, 2)
+    with pytest.raises(ValueError, match=r"start at `timesteps\[0\]`"):
+        scheduler.step(torch.zeros_like(x), scheduler.timesteps[2], x)
+    scheduler.step(torch.zeros_like(x), scheduler.timesteps[0], x)
+    with pytest.raises(ValueError, match="Steps must be taken in order"):
+        scheduler.step(torch.zeros_like(x), scheduler.timesteps[3], x)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"sde_type": "bogus"}, r"sde_type='bogus' is not allowed.*subvp"),
+        ({"solver_order": 4}, "solver_order must be 1, 2 or 3"),
+        ({"final_sigmas_type": "sigma_max"}, r"final_sigmas_type must be one of \['zero', 'sigma_min'\]"),
+        ({"min_noise_level": 0.0}, "min_noise_level must be positive"),
+        ({"max_noise_level": 0.01}, "max_noise_level must exceed min_noise_level"),
+        ({"min_noise_level": 1000.0}, "above the prior's noise level"),
+    ],
+)
+def test_bad_ode_scheduler_config(config, message):
+    with pytest.raises(ValueError, match=message):
+        ScoreSdeDPMSolverMultistepScheduler(**config).set_timesteps(5)
