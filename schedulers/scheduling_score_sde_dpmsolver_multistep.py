@@ -7,7 +7,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 
 from scoresde_diffusers.sampling.exponential_integrators import MultistepExponentialIntegrator
-from scoresde_diffusers.utils import compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerOutput
 from .scheduling_score_sde_ode_base import ScoreSdeODESchedulerMixin
@@ -128,19 +127,11 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
             `ScoreSdeSchedulerOutput` or `tuple` ``(prev_sample, prev_sample_mean, pred_original_sample)``;
             prev_sample_mean equals prev_sample (no noise), pred_original_sample is the model's x_0 at `sample`.
         """
-        self._check_model_output(model_output, sample)
-        index = self.index_for_timestep(timestep)
-        self._check_order_of_steps(index)
-        dtype = compute_dtype(sample.dtype)
-        x = sample.to(dtype)
-        denoised = self.get_denoised(model_output.to(dtype), x, self._time_at(index, x, dtype))
+        index, x, denoised = self._begin_step(model_output, timestep, sample)
         if index == 0:
             config = self.config
             self._integrator = MultistepExponentialIntegrator(self.sde, self.t_grid, order=config.solver_order, corrector=config.use_corrector)
-        prev_sample = self._integrator.step(index, x, denoised).to(sample.dtype)
-        self._step_index = index + 1
-        output = (prev_sample, prev_sample, denoised.to(sample.dtype))
-        return ScoreSdeSchedulerOutput(*output) if return_dict else output
+        return self._end_step(index, self._integrator.step(index, x, denoised), denoised, sample, return_dict)
 
 
 __all__ = ["ScoreSdeDPMSolverMultistepScheduler"]

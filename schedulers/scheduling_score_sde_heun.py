@@ -7,7 +7,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 
 from scoresde_diffusers.sampling.exponential_integrators import HeunIntegrator
-from scoresde_diffusers.utils import compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerOutput
 from .scheduling_score_sde_ode_base import ScoreSdeODESchedulerMixin
@@ -123,12 +122,7 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
         Returns:
             `ScoreSdeSchedulerOutput` or `tuple` ``(prev_sample, prev_sample_mean, pred_original_sample)``.
         """
-        self._check_model_output(model_output, sample)
-        index = self.index_for_timestep(timestep)
-        self._check_order_of_steps(index)
-        dtype = compute_dtype(sample.dtype)
-        x = sample.to(dtype)
-        denoised = self.get_denoised(model_output.to(dtype), x, self._time_at(index, x, dtype))
+        index, x, denoised = self._begin_step(model_output, timestep, sample)
         if index == 0:
             self._integrator = HeunIntegrator(self.sde, self.t_grid, to_zero=self.config.final_sigmas_type == "zero")
         j, stage = self._stages[index]
@@ -136,10 +130,7 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
             prev_sample = self._integrator.predict(j, x, denoised)
         else:
             prev_sample = self._integrator.correct(j - 1, x, denoised)
-        self._step_index = index + 1
-        prev_sample = prev_sample.to(sample.dtype)
-        output = (prev_sample, prev_sample, denoised.to(sample.dtype))
-        return ScoreSdeSchedulerOutput(*output) if return_dict else output
+        return self._end_step(index, prev_sample, denoised, sample, return_dict)
 
 
 __all__ = ["ScoreSdeHeunScheduler"]

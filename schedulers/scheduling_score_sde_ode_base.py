@@ -16,8 +16,9 @@ import torch
 from scoresde_diffusers.registry import SDES
 from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
 from scoresde_diffusers.sdes import SDE
+from scoresde_diffusers.utils import compute_dtype
 
-from .scheduling_score_sde_base import ScoreSdeSchedulerMixin
+from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
 from .scheduling_vp_sde import ddpm_betas_to_vp
 
 #: How each SDE's models are usually called when the config does not say: (prediction_type, timestep_type,
@@ -108,9 +109,24 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             options["rho"] = config.rho
         return time_grid(config.time_spacing, self.sde, num_points - 1, t_min=t_end, **options)
 
-    def _check_order_of_steps(self, index: int) -> None:
+    # ------------------------------------------------------------------ the two halves of every `step`
+    def _begin_step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor):
+        """Check the inputs; return the position of this step, the sample in the compute dtype and the model's x_0
+        prediction at it, which is all an exponential integrator or Heun step needs from the model."""
+        self._check_model_output(model_output, sample)
+        index = self.index_for_timestep(timestep)
         if index != 0 and getattr(self, "_integrator", None) is None:
             raise ValueError("An ODE scheduler's steps start at `timesteps[0]` and follow `timesteps` in order.")
+        dtype = compute_dtype(sample.dtype)
+        x = sample.to(dtype)
+        return index, x, self.get_denoised(model_output.to(dtype), x, self._time_at(index, x, dtype))
+
+    def _end_step(self, index: int, prev_sample: torch.Tensor, denoised: torch.Tensor, sample: torch.Tensor, return_dict: bool):
+        """Advance the step counter and package the output (the ODE has no noise: prev_sample_mean = prev_sample)."""
+        self._step_index = index + 1
+        prev_sample = prev_sample.to(sample.dtype)
+        output = (prev_sample, prev_sample, denoised.to(sample.dtype))
+        return ScoreSdeSchedulerOutput(*output) if return_dict else output
 
 
 __all__ = ["DEFAULT_CONVENTION", "FINAL_SIGMAS_TYPES", "SDE_CONVENTIONS", "ScoreSdeODESchedulerMixin", "build_sde"]

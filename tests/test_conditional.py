@@ -11,7 +11,7 @@ correct sampler violates with probability < 1e-4 per weight; wrong-class samples
 import pytest
 import torch
 
-from scoresde_diffusers import GaussianMixtureScoreModel, VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers import GaussianMixtureScoreModel, ScoreSdeDPMSolverMultistepScheduler, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.guidance import classifier_gradient
 from scoresde_diffusers.models.classifier import GaussianMixtureClassifier, MLPClassifier
 from scoresde_diffusers.pipelines.score_sde_conditional import ScoreSdeClassConditionalPipeline
@@ -103,8 +103,9 @@ def test_exact_classifier_config_errors():
         (VPSDEScheduler(), {"num_inference_steps": 300}),
         (VESDEScheduler(sigma_max=10.0), {"num_inference_steps": 300, "corrector": "none"}),
         (VPSDEScheduler(), {"sampler": "ode", "solver": "dopri5"}),
+        (ScoreSdeDPMSolverMultistepScheduler(), {"sampler": "ode", "num_inference_steps": 30}),
     ],
-    ids=["vp-pc", "ve-reverse-diffusion", "vp-ode-dopri5"],
+    ids=["vp-pc", "ve-reverse-diffusion", "vp-ode-dopri5", "vp-ode-scheduler"],
 )
 def test_class_conditional_samples_have_the_exact_conditional_mode_weights(scheduler, sampler_kwargs):
     pipe = pipeline(scheduler)

@@ -16,7 +16,7 @@ import PIL.Image
 import pytest
 import torch
 
-from scoresde_diffusers import GaussianMixtureScoreModel, VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers import GaussianMixtureScoreModel, ScoreSdeDPMSolverMultistepScheduler, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.guidance import impute, prepare_mask
 from scoresde_diffusers.pipelines.score_sde_inpaint import ScoreSdeInpaintPipeline
 
@@ -108,8 +108,9 @@ def test_exact_conditional_helper_on_a_correlated_gaussian():
         (VPSDEScheduler(), {"num_inference_steps": 150, "corrector": "langevin"}),
         (VPSDEScheduler(), {"sampler": "ode", "solver": "dopri5"}),
         (VPSDEScheduler(), {"sampler": "ode", "num_inference_steps": 40}),  # the default exponential integrator
+        (ScoreSdeDPMSolverMultistepScheduler(), {"sampler": "ode", "num_inference_steps": 40}),  # the same as a scheduler
     ],
-    ids=["vp-reverse-diffusion", "ve-reverse-diffusion", "vp-pc-langevin", "vp-ode-dopri5", "vp-ode-unipc"],
+    ids=["vp-reverse-diffusion", "ve-reverse-diffusion", "vp-pc-langevin", "vp-ode-dopri5", "vp-ode-unipc", "vp-ode-scheduler"],
 )
 def test_imputed_coordinates_follow_the_exact_conditional(scheduler, sampler_kwargs):
     pipe = mixture_pipeline(scheduler)
