@@ -44,7 +44,8 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
             ``uniform``, ``quadratic``, ``log_sigma``).
         min_noise_level (`float`, defaults to 0.03): noise level u = sigma / m at the end of the grid.
         max_noise_level (`float`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this noise level
-            (e.g. 10 sqrt(D) for data in [-1, 1]^D; `ScoreSdeODEPipeline`'s default solver does so).
+            (e.g. 3 sqrt(D) for data in [-1, 1]^D, as `ScoreSdeODEPipeline`'s default solver; for images
+            that is above VP's u(1) = 152, so the plain grid is the same).
         rho (`float`, defaults to 7.0): exponent of the ``edm`` grid.
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: the last step goes from the end of the grid
             to zero noise, extrapolating the model's x_0 predictions (the final sample is noise-free);

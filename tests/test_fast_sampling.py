@@ -188,18 +188,19 @@ def test_encoding_direction_inverts_sampling():
 
 @pytest.mark.parametrize(
     "scheduler, nfe, u_min",
-    [(VPSDEScheduler(), 20, 0.03), (SubVPSDEScheduler(), 20, 0.03), (VESDEScheduler(sigma_max=20.0), 20, 0.03)],
+    [(VPSDEScheduler(), 15, 0.03), (SubVPSDEScheduler(), 15, 0.03), (VESDEScheduler(sigma_max=20.0), 15, 0.03)],
     ids=["vp", "subvp", "ve"],
 )
 def test_sharp_ring_at_the_noise_floor_with_few_evaluations(scheduler, nfe, u_min):
     # The issue's goal on the sharp 8-Gaussian ring: log-density gap < 0.01 nats/dim, spread within 2%, mode
     # weights at the sampling-noise floor, with the default fast sampler (UniPC-3 on the clipped logSNR grid,
-    # last step to zero noise; first jump to u = 10 sqrt(D)), compared with the exact mixture. 20000 samples: the gap
+    # last step to zero noise; first jump to u = 3 sqrt(D)), compared with the exact mixture, at the issue's "aim
+    # further" budget of 15 evaluations (the bar is 20 for VP and sub-VP, 35 for VE). 20000 samples: the gap
     # is known to ~0.004. (VE: sigma_max = 20, so that the prior N(0, sigma_max^2) is p_1 to 0.1% in variance.)
     model = ring(scheduler)
     sde = scheduler.sde
     x1 = torch.randn(20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * sde.prior_std
-    grid = time_grid("log_snr", sde, nfe - 1, t_min=t_from_noise_level(sde, u_min), max_noise=10 * math.sqrt(2))
+    grid = time_grid("log_snr", sde, nfe - 1, t_min=t_from_noise_level(sde, u_min), max_noise=3 * math.sqrt(2))
     out = ODE_SOLVERS.get("unipc_3m")(None, x1, grid, sde=sde, denoiser=denoiser_of(model, sde), denoise_to_zero=True)
     assert out.nfe == nfe
     exact = model.sample_data(20000, generator=torch.Generator().manual_seed(1)).double()

@@ -130,12 +130,13 @@ def test_heun_scheduler_takes_the_steps_of_edm_heun():
 
 # ---------------------------------------------------------------------------- accuracy
 @pytest.mark.parametrize("sde_type", list(SDE_CONFIGS))
-def test_default_multistep_scheduler_samples_the_sharp_ring_in_20_evaluations(sde_type):
-    # Goal of issue 7: log-density gap < 0.01 nats/dim, spread within 2%, mode TV at the noise floor, <= 20 NFE.
+def test_default_multistep_scheduler_samples_the_sharp_ring_in_15_evaluations(sde_type):
+    # Goal of issue 7: log-density gap < 0.01 nats/dim, spread within 2%, mode TV at the noise floor, in 20 NFE
+    # (VP, sub-VP) or 35 (VE); 15 is the "aim further" budget.
     model_scheduler = pc_scheduler(sde_type)
     model = ring(model_scheduler)
-    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=10 * math.sqrt(2))
-    scheduler.set_timesteps(20)
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=3 * math.sqrt(2))
+    scheduler.set_timesteps(15)
     x = loop(scheduler, model, prior(8000, scheduler))
     metrics = mixture_sample_metrics(model, x, reference=model.sample_data(100_000, generator=torch.Generator().manual_seed(1)))
     assert abs(metrics["logp_gap"]) < 0.01 + 3 * metrics["logp_gap_floor"], metrics
@@ -222,7 +223,7 @@ def test_diffusers_score_sde_ve_config_becomes_the_ve_sde():
 def test_ddpm_pipeline_samples_the_ring_with_the_multistep_scheduler():
     # diffusers' own DDPMPipeline loop, a DDPM scheduler config, 20 model evaluations.
     ddpm = DDPMScheduler(num_train_timesteps=1000)
-    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ddpm.config, max_noise_level=10 * math.sqrt(2))
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ddpm.config, max_noise_level=3 * math.sqrt(2))
     assert scheduler.config.sde_type == "vp" and scheduler.config.beta_max == pytest.approx(20.0)
     # The ring as 1x1 images with two channels, the shape DDPMPipeline draws its noise in.
     flat = ring(VPSDEScheduler.from_config(ddpm.config))
