@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 #: The fast default, as in `ScoreSdeODEPipeline`: UniPC-3 (DPM-Solver++(3M) + corrector) on the logSNR grid whose
-#: first step jumps to u = 10 sqrt(D) (ten times the diameter scale of data in [-1, 1]^D), ending at u = 0.03 and
+#: first step jumps to u = 3 sqrt(D) (1.5 times the largest distance between two points of [-1, 1]^D), ending at u = 0.03 and
 #: stepping to zero noise.
-MAX_NOISE_FACTOR = 10.0
+MAX_NOISE_FACTOR = 3.0
 MIN_NOISE = 0.03
 
 

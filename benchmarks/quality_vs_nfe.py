@@ -23,6 +23,19 @@ from scoresde_diffusers.evaluation import mixture_sample_metrics  # noqa: E402
 
 GOAL = {"logp_gap": 0.01, "spread": 0.02}
 
+#: Columns of the summary table: sampler-name prefix -> column title.
+SUMMARY_COLUMNS = {
+    "UniPC-3": "UniPC-3 (ours)",
+    "DPM-Solver++(3M)": "DPM-Solver++(3M)",
+    "DPM-Solver++(2M)": "DPM-Solver++(2M)+denoise",
+    "EDM Heun": "EDM Heun",
+    "Euler-Maruyama": "Euler-Maruyama",
+    "reverse diffusion": "RD + Langevin",
+    "ancestral": "ancestral",
+    "Gotta Go Fast": "Gotta Go Fast",
+    "diffusers": "diffusers VE (PC)",
+}
+
 
 def samplers(sde_name, quick, ode=None, sde_nfe=None, rtols=None):
     ode = ode or ([10] if quick else [10, 15, 20, 25, 35, 50])
@@ -87,10 +100,10 @@ def render(rows, quick):
         "",
         "**Smallest NFE meeting the goal** (among the NFE values run; `-` = not reached):",
         "",
-        "| mixture | SDE | " + " | ".join(["UniPC-3 (ours)", "DPM-Solver++(3M)", "DPM-Solver++(2M)+denoise", "EDM Heun"]) + " |",
-        "|---|---|---|---|---|---|",
+        "| mixture | SDE | " + " | ".join(SUMMARY_COLUMNS.values()) + " |",
+        "|---|---|" + "---|" * len(SUMMARY_COLUMNS),
     ]
-    keys = ["UniPC-3", "DPM-Solver++(3M)", "DPM-Solver++(2M)", "EDM Heun"]
+    keys = list(SUMMARY_COLUMNS)
     for mixture in dict.fromkeys(r["mixture"] for r in rows):
         for sde in dict.fromkeys(r["sde"] for r in rows if r["mixture"] == mixture):
             cells = []
@@ -164,6 +177,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.render:
         rows = [row for path in args.render for row in (json.loads(path.read_text()) if path.suffix == ".json" else parse_log(path.read_text()))]
+        # Rows of split runs, grouped by mixture and SDE (in order of first appearance), samplers in run order.
+        mixtures, sdes = list(dict.fromkeys(r["mixture"] for r in rows)), list(dict.fromkeys(r["sde"] for r in rows))
+        rows.sort(key=lambda r: (mixtures.index(r["mixture"]), sdes.index(r["sde"])))
         out_dir = args.out_dir or common.DOCS
         common.write_section("quality_vs_nfe", render(rows, False), out_dir / "benchmarks.md")
         plot(rows, out_dir / "quality_vs_nfe.png")

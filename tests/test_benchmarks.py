@@ -52,3 +52,24 @@ def test_write_section_replaces_in_place(tmp_path):
     common.write_section("x", "second", path)
     text = path.read_text()
     assert "second" in text and "first" not in text and text.startswith("# Page")
+
+
+def test_likelihood_vs_nfe_quick(tmp_path):
+    module = load("likelihood_vs_nfe")
+    module.main(["--quick", "--out-dir", str(tmp_path)])
+    rows = json.loads((tmp_path / "likelihood_vs_nfe.json").read_text())
+    assert {r["sde"] for r in rows} >= {"vp", "subvp", "ve"}
+    assert {r["estimator"] for r in rows} == {"exact", "Hutchinson, Rademacher", "Hutchinson, Gaussian"}
+    assert {r["solver"] for r in rows} >= {"dopri5", "rk4"} and all(r["nfe"] > 0 for r in rows)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- likelihood_vs_nfe:start -->" in text and "| ring2d | vp | exact |" in text
+    assert (tmp_path / "likelihood_vs_nfe.png").stat().st_size > 0
+
+
+def test_training_throughput_quick(tmp_path):
+    module = load("training_throughput")
+    out = tmp_path / "benchmarks.md"
+    module.main(["--quick", "--out", str(out)])
+    text = out.read_text()
+    assert "<!-- training_throughput:start -->" in text and "relative to bare torch" in text
+    assert "| train() (examples/train.py) | yes |" in text
