@@ -355,7 +355,12 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
         noise = self._noise(x, generator, dtype)
         x_next, x_mean = PREDICTORS.get(self.config.predictor)(self.sde, x, t, t_next, score, noise)
         if index == self.num_inference_steps - 1:
-            x_next = x_mean  # the last step returns the noise-free sample
+            # The last step returns the noise-free sample. VE's time 0 still carries sigma(0) = sigma_min of noise
+            # (its marginal is the data smoothed by sigma_min); score_sde's last reverse-diffusion step removes that
+            # too (SMLD's chain ends at noise level 0), with the score at eps: Tweedie's step of variance sigma(0)^2.
+            # For VP and sub-VP sigma(0) = 0 and this adds nothing.
+            x_mean = x_mean + append_dims(self.sde.marginal_std(t_next) ** 2, x.ndim) * score
+            x_next = x_mean
         self._step_index = index + 1
         x0 = from_score(self.sde, score, x, t, "sample")
         output = (x_next.to(sample.dtype), x_mean.to(sample.dtype), x0.to(sample.dtype))

@@ -24,6 +24,18 @@ class TestVESDEScheduler(PCSchedulerCommonTest):
         # with timestep_type="sigma" the model timesteps are the sigmas, as ScoreSdeVePipeline expects
         torch.testing.assert_close(scheduler.timesteps, scheduler.sigmas)
 
+    @pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral_sampling"])
+    def test_last_step_removes_sigma_min_as_score_sde(self, predictor):
+        # VE's marginal at t = 0 is the data smoothed by sigma_min. score_sde's last reverse-diffusion step goes to
+        # noise level 0 (SMLD's chain ends there), i.e. Tweedie's step x + sigma(eps)^2 s from eps; so does ours.
+        scheduler = self.make_scheduler(predictor=predictor, prediction_type="score")
+        scheduler.set_timesteps(4)
+        x = self.sample((4, 2), dtype=torch.float64)
+        score = self.model_output(x)
+        out = scheduler.step(score, scheduler.timesteps[-1], x)
+        sigma_eps = scheduler.sde.marginal_std(scheduler.t_grid[-1])
+        torch.testing.assert_close(out.prev_sample, x + sigma_eps**2 * score, rtol=1e-12, atol=1e-15)
+
     def test_set_sigmas_keeps_or_rejects_sde_parameters(self):
         scheduler = self.make_scheduler()
         scheduler.set_sigmas(10, sigma_min=0.01, sigma_max=50.0)
