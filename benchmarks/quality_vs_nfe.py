@@ -140,8 +140,13 @@ def plot(rows, path):
             ax.set_title(f"{mixture}, {sde}")
             ax.set_xlabel("NFE")
             ax.set_ylabel("|log-density gap| (nats/dim)")
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
+    # One legend for the figure: some samplers (diffusers' VE scheduler) appear in some panels only.
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
