@@ -105,7 +105,19 @@ class ScoreSdeSchedulerMixin:
             if cls._is_foreign_config(config):
                 config.pop("_use_default_values", None)
                 config = cls._convert_foreign_config(config)
+                cls._check_sde_type(config)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    @classmethod
+    def _check_sde_type(cls, config: dict) -> None:
+        """A scheduler of one SDE (``sde_class``) refuses the config of an ODE scheduler of another SDE, rather than
+        silently dropping its ``sde_type`` and SDE parameters."""
+        sde_type, sde_class = config.get("sde_type"), getattr(cls, "sde_class", None)
+        if sde_type is not None and sde_class is not None and sde_type != sde_class.name:
+            raise ValueError(
+                f"The config is of the {sde_type!r} SDE, but {cls.__name__} samples the {sde_class.name!r} SDE; use the "
+                f"scheduler of that SDE (VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler) or an ODE scheduler."
+            )
 
     @classmethod
     def _is_foreign_config(cls, config: dict) -> bool:

@@ -35,6 +35,8 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
     """
 
     _compatibles = ["ScoreSdeVeScheduler"]
+    #: The SDE this scheduler samples.
+    sde_class = VESDE
 
     @register_to_config
     def __init__(
@@ -50,7 +52,7 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         prediction_type: str = "score",
         timestep_type: str = "sigma",
     ):
-        self._init_sde_scheduler(VESDE(sigma_min=sigma_min, sigma_max=sigma_max))
+        self._init_sde_scheduler(self.sde_class(sigma_min=sigma_min, sigma_max=sigma_max))
 
     def set_sigmas(
         self,

@@ -203,6 +203,13 @@ def test_from_config_of_a_pc_scheduler_keeps_the_sde_and_its_conventions(sde_typ
         assert back.sde == source.sde
 
 
+def test_pc_scheduler_refuses_the_config_of_another_sde():
+    config = ScoreSdeDPMSolverMultistepScheduler(sde_type="ve").config
+    with pytest.raises(ValueError, match=r"config is of the 've' SDE, but VPSDEScheduler samples the 'vp' SDE"):
+        VPSDEScheduler.from_config(config)
+    assert VESDEScheduler.from_config(config).sde == ScoreSdeDPMSolverMultistepScheduler(sde_type="ve").sde
+
+
 def test_sde_conventions_are_filled_in_and_saved(tmp_path):
     ve = ScoreSdeDPMSolverMultistepScheduler(sde_type="ve")
     assert (ve.config.prediction_type, ve.config.timestep_type, ve.config.sampling_eps) == ("score", "sigma", 1e-5)
