@@ -204,6 +204,15 @@ class ScoreSdePipelineMixin:
             model_output = from_score(scheduler.sde, score, x, t, scheduler.config.prediction_type).to(model_output.dtype)
         return sample, model_output
 
+    def step_end_callback(self, callback_on_step_end, i: int, timestep, sample: torch.Tensor, tensor_inputs) -> torch.Tensor:
+        """diffusers' ``callback_on_step_end(pipe, i, timestep, callback_kwargs)`` with the tensors named in
+        `tensor_inputs`; returns the sample, replaced if the callback returned a new one."""
+        if callback_on_step_end is None:
+            return sample
+        tensors = {"sample": sample}
+        outputs = callback_on_step_end(self, i, timestep, {name: tensors[name] for name in tensor_inputs})
+        return sample if outputs is None else outputs.pop("sample", sample)
+
     # ------------------------------------------------------------------ output
     def postprocess(self, sample: torch.Tensor, output_type: str):
         """Turn a final sample into `output_type`: ``pt`` (as is), ``np`` or ``pil`` (scaled from `data_range` to [0, 1])."""

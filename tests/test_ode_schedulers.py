@@ -297,3 +297,18 @@ def test_steps_out_of_order_are_an_error():
 def test_bad_ode_scheduler_config(config, message):
     with pytest.raises(ValueError, match=message):
         ScoreSdeDPMSolverMultistepScheduler(**config).set_timesteps(5)
+
+
+def test_ode_pipeline_calls_the_step_end_callback_at_every_scheduler_step():
+    scheduler = ScoreSdeHeunScheduler()
+    pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler).double(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+
+    def callback(pipe, i, t, kwargs):
+        seen.append((i, float(t)))
+        return {"sample": torch.zeros_like(kwargs["sample"])} if i == len(scheduler.timesteps) - 1 else None
+
+    out = pipe(batch_size=4, num_inference_steps=5, output_type="pt", callback_on_step_end=callback)
+    assert seen == [(i, float(t)) for i, t in enumerate(scheduler.timesteps)]
+    assert torch.equal(out.images, torch.zeros(4, 2, dtype=torch.float64))  # the last callback's replacement is the output

@@ -317,10 +317,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             model_timesteps = self.scheduler.t_to_timestep(t_grid)
 
             def callback(i, t_next, x):
-                tensors = {"sample": x}
-                callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                outputs = callback_on_step_end(self, i, model_timesteps[i], callback_kwargs)
-                return None if outputs is None else outputs.pop("sample", None)
+                return self.step_end_callback(callback_on_step_end, i, model_timesteps[i], x, callback_on_step_end_tensor_inputs)
 
         options = {**({"denoise_to_zero": True} if to_zero else {}), **(solver_options or {})}
         sample = self.solve_flow(sample, t_grid, ode_solver, rtol, atol, callback=callback, **options)
@@ -367,11 +364,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             for i, t in enumerate(scheduler.timesteps):
                 sample, model_output = self.conditioned_model_output(sample, t, scheduler)
                 sample = scheduler.step(model_output, t, sample).prev_sample
-                if callback_on_step_end is not None:
-                    tensors = {"sample": sample}
-                    outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                    if outputs is not None:
-                        sample = outputs.pop("sample", sample)
+                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
                 progress_bar.update()
         return sample
 

@@ -173,12 +173,7 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
                 elif i == last:
                     sample = corrected.prev_sample_mean  # corrector-only: end on the last step's noise-free mean
 
-                if callback_on_step_end is not None:
-                    tensors = {"sample": sample}
-                    callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    if callback_outputs is not None:
-                        sample = callback_outputs.pop("sample", sample)
+                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
                 progress_bar.update()
 
         # 4. Output.
