@@ -1,6 +1,6 @@
 """What every score-SDE pipeline shares: scheduler checks, sample shapes, the model call, the data range and output.
 
-A pipeline is the loop (see ../shared/DESIGN.md): it asks the scheduler for the grid and the steps and the SDE for
+A pipeline is the loop (the scheduler is the step, the SDE the maths): it asks the scheduler for the grid and the steps and the SDE for
 nothing directly, except through the scheduler's `sde` in ODE-based pipelines. This mixin holds the pieces the
 loops have in common so that no pipeline repeats them.
 

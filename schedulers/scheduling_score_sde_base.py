@@ -7,8 +7,8 @@
   (`step` = one predictor step, `step_correct` = one corrector step); `VESDEScheduler`, `VPSDEScheduler` and
   `SubVPSDEScheduler` differ only in the SDE they build from their config and in their defaults.
 
-Everything the schedulers share is here, once (a deliberate break from diffusers' `# Copied from`, see
-../shared/STYLE.md). The maths lives in `scoresde_diffusers.sdes`, the update rules in `scoresde_diffusers.sampling`;
+Everything the schedulers share is here, once (a deliberate break from diffusers' `# Copied from`:
+one implementation to fix, not several to keep in step). The maths lives in `scoresde_diffusers.sdes`, the update rules in `scoresde_diffusers.sampling`;
 a scheduler only owns the grid and the bookkeeping.
 """
 

@@ -3,15 +3,15 @@
 Three conditionings, each entering the samplers through one hook of the pipelines (`condition_score`,
 `condition_sample` of `ScoreSdePipelineMixin`), never through a copy of the sampling loop:
 
-- **Class-conditional sampling** (eq. 14 of Song et al.; ../shared/reference/000 eq. 9, 002 eq. 14):
+- **Class-conditional sampling** (Song et al. 2021, section 5, eq. 14):
   grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x), the second term the gradient of a time-dependent
   classifier, by autograd (`classifier_log_prob`, `classifier_gradient`). ``guidance_scale`` multiplies it; 1 is
   the exact conditional when the classifier is exact, 0 unconditional sampling.
-- **Imputation / inpainting** (Appendix I.2; ../shared/reference/002 section 4.2, Algorithm 4): before every
+- **Imputation / inpainting** (Song et al. 2021, Appendix I.2, Algorithm 4): before every
   model evaluation at time t the known part is replaced by a sample of the forward-noised observation,
   x <- mask * x + (1 - mask) * (m(t) y + sigma(t) z) (`impute`), with diffusers' mask convention
   (1 = white = repaint, 0 = keep; `prepare_mask`).
-- **Colorization** (Appendix I.3; ../shared/reference/004 "Colorization"): imputation in a decoupled space. An
+- **Colorization** (Song et al. 2021, Appendix I.3): imputation in a decoupled space. An
   orthogonal 3x3 matrix `COLORIZATION_MATRIX` maps RGB to coordinates whose first one is the gray direction
   (1, 1, 1) / sqrt(3); there the gray coordinate sqrt(3) * mean(r, g, b) is known and the two chroma
   coordinates are generated. Orthogonality keeps the SDE's isotropic noise isotropic, so imputing in the

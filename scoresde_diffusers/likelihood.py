@@ -1,8 +1,8 @@
 r"""Log-likelihoods by the augmented probability-flow ODE, divergence estimators and image dequantization.
 
 Pure torch (no diffusers import). Sources: Song et al. (2021), Section 4.3 and Appendix D.2; Chen et al. (2018)
-and Grathwohl et al. (2019, FFJORD) for the instantaneous change of variables and Hutchinson's estimator;
-../shared/reference/001, slides "Log-likelihood evolution of ODEs" (eqs. 20-22) and "Probability flow" (eq. 25).
+and Grathwohl et al. (2019, FFJORD) for the instantaneous change of variables and Hutchinson's estimator
+(Hutchinson 1989; Skilling 1989); Song et al. (2021), eq. 13 and Appendix D.2, eqs. 39-40.
 
 **The augmented ODE.** Along a trajectory of dx/dt = f~(x, t), the probability-flow drift
 f~ = f - 1/2 g^2 grad log p_t (Song et al. eq. 13), the log-density obeys d log p_t(x_t)/dt = -div f~(x_t, t)

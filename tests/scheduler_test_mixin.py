@@ -3,7 +3,7 @@
 
 A scheduler's test subclasses a mixin, sets `scheduler_class` and overrides `get_scheduler_config()`;
 differences between schedulers are declared through the class attributes and hooks below, never through
-``if scheduler_class == X`` branches (../shared/STYLE.md, 1(d) and recommendation 10).
+``if scheduler_class == X`` branches.
 
 Checks are against closed forms (the SDE's marginals, the exact Gaussian-mixture score), not golden sums.
 """

@@ -53,3 +53,23 @@ def test_docstring_example_runs(test, tmp_path, monkeypatch):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.failures == 0, f"the >>> example of {test.name} failed (see the output above)"
+
+
+SOURCE_FILES = [
+    path
+    for folder in ("scoresde_diffusers", "schedulers", "pipelines", "examples", "benchmarks", "tests", "docs")
+    for path in sorted((ROOT / folder).rglob("*"))
+    if path.suffix in (".py", ".md")
+] + [ROOT / "README.md", ROOT / "setup.py"]
+OUTSIDE_CITATION = re.compile(r"\.\./shared|shared/(?:reference|DESIGN\.md|STYLE\.md)")
+
+
+def test_no_code_or_page_cites_a_file_outside_the_repository():
+    # A reader of the package has the paper, not the planning notes the project started from: cite the paper.
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in SOURCE_FILES
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if OUTSIDE_CITATION.search(line) and path.name != "test_docs.py"
+    ]
+    assert not offenders, f"citations of files outside the repository at {offenders}"

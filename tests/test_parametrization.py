@@ -1,6 +1,6 @@
 """Specification of the model-output parametrisations (`to_score` / `from_score`) and the timestep maps.
 
-Source: ../shared/DESIGN.md ("one model-output adapter"); Tweedie's formula E[x_0 | x_t] = (x_t + sigma^2 s) / m;
+Specification: one model-output adapter for every prediction type; Tweedie's formula E[x_0 | x_t] = (x_t + sigma^2 s) / m;
 Salimans & Ho (2022) for v; Ho et al. (2020) / diffusers' `DDPMScheduler` for the discrete DDPM chain.
 """
 

@@ -1,6 +1,6 @@
 """Specification of the plugin registries: decorator registration, clear errors, and entry-point plugins.
 
-Source: ../shared/DESIGN.md "Plugins" and STYLE.md recommendation 5 (one generic `Registry`, entry-point groups
+Specification (one generic `Registry`, entry-point groups
 ``scoresde_diffusers.{sdes,predictors,correctors,timestep_maps,ode_solvers}``, a duplicate name is an error, an
 unknown name is a `ValueError` listing the registered names).
 """

@@ -12,7 +12,7 @@ from ..score_sde_pc import ScoreSdePCPipeline
 
 
 class ScoreSdeAnnealedLangevinPipeline(ScoreSdePCPipeline):
-    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1; ../shared/reference/002 section 5.1), the sampler
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, section 4.3, Algorithm 1), the sampler
     of NCSN / SMLD, with the knobs NCSN users know.
 
     It is `ScoreSdePCPipeline` with ``predictor="none"`` and ``corrector="annealed_langevin"``: at each noise level

@@ -15,7 +15,7 @@ from ..score_sde_inpaint import ScoreSdeInpaintPipeline, preprocess_image
 
 class ScoreSdeColorizationPipeline(ScoreSdeInpaintPipeline):
     r"""Colorization of grayscale images with an unconditional RGB score model (Song et al. 2021, Appendix I.3;
-    ../shared/reference/004 "Colorization"; score_sde's `get_pc_colorizer`).
+    score_sde's `get_pc_colorizer`).
 
     The gray value of a pixel, mean(r, g, b), is one coordinate of an orthonormal change of color basis: with
     `COLORIZATION_MATRIX` M (first row (1, 1, 1) / sqrt(3)), u = M x has u_0 = sqrt(3) * gray and two chroma

@@ -32,7 +32,7 @@ def check_sampler(sampler: str) -> None:
 
 class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
     r"""Samples of p_0(x | y) from an unconditional score model and a time-dependent classifier p_t(y | x_t)
-    (Song et al. 2021, eq. 14 and Appendix I.1; ../shared/reference/000 section 2.2 eq. 9, 002 section 4.1).
+    (Song et al. 2021, section 5, eq. 14, and Appendix I.1).
 
     Bayes' rule in the score: grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x). The pipeline runs the
     same loops as `ScoreSdePCPipeline` (``sampler="pc"``: reverse SDE, predictor-corrector) and

@@ -63,8 +63,8 @@ def preprocess_image(image, data_range: Tuple[float, float], dtype: Optional[tor
 
 
 class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
-    r"""Imputation of the unknown part of `image` (Song et al. 2021, Appendix I.2; ../shared/reference/002 section
-    4.2 and Algorithm 4; score_sde's `get_pc_inpainter`), with diffusers' mask convention: white (1) = repaint.
+    r"""Imputation of the unknown part of `image` (Song et al. 2021, Appendix I.2
+    and Algorithm 4 (Appendix G); score_sde's `get_pc_inpainter`), with diffusers' mask convention: white (1) = repaint.
 
     Before every model evaluation at time t the known part of the state is replaced by a sample of the forward-
     noised observation, x <- mask * x + (1 - mask) * (m(t) y + sigma(t) z), so that the unknown part is driven by

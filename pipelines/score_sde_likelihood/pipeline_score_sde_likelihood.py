@@ -1,5 +1,6 @@
 r"""`ScoreSdeLikelihoodPipeline`: exact log-likelihoods and bits/dim by the probability-flow ODE (Song et al. 2021,
-sec. 4.3 and Appendix D.2; ../shared/reference/001, "Log-likelihood evaluation of ODEs" and "Probability flow")."""
+sec. 4.3 and Appendix D.2, eqs. 39-40;
+Chen et al. 2018, Theorem 1, for the instantaneous change of variables)."""
 
 import math
 from dataclasses import dataclass

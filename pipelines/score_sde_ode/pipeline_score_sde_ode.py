@@ -167,8 +167,8 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
 
 
 class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
-    r"""Sampling with the probability-flow ODE, and the encoder / decoder it defines (Song et al. 2021, sec. 4.3;
-    ../shared/reference/001 "Probability flow", 002 sec. 3.4).
+    r"""Sampling with the probability-flow ODE, and the encoder / decoder it defines (Song et al. 2021, sec. 4.3,
+    eq. 13, and Appendix D).
 
     The ODE dx/dt = f(x, t) - 1/2 g(t)^2 grad log p_t(x) (eq. 13) has the marginals p_t of the SDE, so solving it
     from x_1 ~ p_1 (the prior) at t = 1 down to t = `sampling_eps` samples the data. It is deterministic and

@@ -13,8 +13,8 @@ from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOu
 
 
 class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
-    r"""Predictor-corrector (PC) sampler of a score-based model (Song et al. 2021, section 4.2, Algorithms 2-3;
-    ../shared/reference/002 section 3.5).
+    r"""Predictor-corrector (PC) sampler of a score-based model (Song et al. 2021, section 4.2, Algorithms 2-3
+    and Appendix G).
 
     From x ~ N(0, `init_noise_sigma`^2 I) at t = 1, each time t_i of the scheduler's grid (1 -> `sampling_eps`)
     runs `correct_steps` corrector steps (score-based MCMC at fixed t_i: Langevin, annealed Langevin, ...) and then

@@ -1,7 +1,7 @@
 """Time-dependent classifiers p_t(y | x_t): the exact one of a Gaussian mixture and small networks to train.
 
 Class-conditional sampling needs grad log p_t(y | x) at every time t of the sampler (Song et al. 2021, section 5
-and Appendix I.1; ../shared/reference/000 section 2.2, 002 section 4.1). Every classifier here is a diffusers
+eq. 14, and Appendix I.1). Every classifier here is a diffusers
 `ModelMixin` + `ConfigMixin` called like a UNet, ``classifier(sample, timestep).logits`` with the same model
 timestep the score model gets (the scheduler's ``timestep_type`` map), and saves / loads with
 `save_pretrained` / `from_pretrained` (safetensors + config):

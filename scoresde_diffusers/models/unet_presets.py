@@ -1,6 +1,6 @@
 """diffusers `UNet2DModel` presets that follow the score_sde architectures NCSN++ and DDPM++.
 
-Song et al. (2021), Section 4.4 and Appendix H; ../shared/reference/004 ("NCSN++ / DDPM++"):
+Song et al. (2021), Section 4.4 and Appendix H ("NCSN++ / DDPM++"):
 
 - **NCSN++** (for the VE SDE): Gaussian Fourier-feature embedding of the noise level, conditioning on sigma(t),
   BigGAN-style residual up/down-sampling, attention at 16x16, output divided by sigma (the network predicts

@@ -3,7 +3,7 @@
 Everything here is pure torch (no diffusers import) and works for data of any shape (B, ...) and any floating
 dtype: time tensors of shape (B,) are broadcast with `append_dims`, sums run over all non-batch dimensions.
 Sources: Song et al. (2021), "Score-Based Generative Modeling through Stochastic Differential Equations",
-eqs. (5), (6), (13) and Appendix B; ../shared/reference/000 and 004.
+eqs. (5), (6), (13) and Appendix B.
 """
 
 import abc

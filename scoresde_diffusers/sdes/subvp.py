@@ -8,7 +8,7 @@ from .vp import VPSDE
 
 @SDES.register("subvp")
 class SubVPSDE(VPSDE):
-    r"""Sub-VP SDE, Song et al. (2021) eq. (17) and Appendix B; ../shared/reference/000 and 004.
+    r"""Sub-VP SDE, Song et al. (2021) eq. (17) and Appendix B.
 
     The drift of the VP SDE with a smaller diffusion, so that its variance stays below VP's:
 

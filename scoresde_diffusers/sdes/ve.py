@@ -10,7 +10,7 @@ from .base import SDE
 
 @SDES.register("ve")
 class VESDE(SDE):
-    r"""Variance-exploding SDE, Song et al. (2021) eq. (30); ../shared/reference/000 section "Variance exploding SDE".
+    r"""Variance-exploding SDE, Song et al. (2021) eqs. (9) and (30), Appendix B.
 
     - sigma(t) = sigma_min (sigma_max / sigma_min)^t
     - f(x, t) = 0,  g(t) = sqrt(d sigma(t)^2 / dt) = sigma(t) sqrt(2 log(sigma_max / sigma_min))

@@ -9,7 +9,7 @@ from .base import SDE
 
 @SDES.register("vp")
 class VPSDE(SDE):
-    r"""Variance-preserving SDE, Song et al. (2021) eqs. (11), (32)-(33); ../shared/reference/000 and 004.
+    r"""Variance-preserving SDE, Song et al. (2021) eqs. (11), (32)-(33), Appendix B.
 
     - beta(t) = beta_min + t (beta_max - beta_min)
     - f(x, t) = -1/2 beta(t) x,  g(t) = sqrt(beta(t))

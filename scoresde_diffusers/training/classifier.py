@@ -1,5 +1,5 @@
 """Training of time-dependent classifiers p_t(y | x_t) for class-conditional sampling (Song et al. 2021, Appendix
-I.1; ../shared/reference/000 section 2.2: "a mixture of cross-entropy losses over uniformly sampled time steps").
+I.1: a mixture of cross-entropy losses over noise scales, with t drawn uniformly).
 
 Each step draws (x_0, y) from the labelled data, t ~ U(eps, 1) and x_t = m(t) x_0 + sigma(t) z (the scheduler's
 `add_noise`, the SDE's perturbation kernel), and minimises the cross-entropy of ``classifier(x_t, timestep)``

@@ -1,6 +1,6 @@
 r"""Training losses of score models, registered by name in `LOSSES`.
 
-All of them are denoising score matching (Vincent 2011; Song et al. 2021 eq. 7; ../shared/reference/001 eq. 17):
+All of them are denoising score matching (Vincent 2011; Song et al. 2021 eq. 7):
 
     L(theta) = E_t E_{x_0} E_{x_t | x_0} [ lambda(t) || s_theta(x_t, t) - grad log p_0t(x_t | x_0) ||^2 ],
 

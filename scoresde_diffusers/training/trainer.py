@@ -3,8 +3,8 @@
 The shape follows diffusers' ``examples/unconditional_image_generation/train_unconditional.py``; what is ours is the
 score-matching loss (`losses.py`), the score-SDE scheduler that the model is trained for, the atomic checkpoints
 (`checkpointing.py`) and the final folder, a `ScoreSdePCPipeline` whose UNet holds the EMA weights. Sources of the
-recipe: score_sde's ``run_lib.train`` and configs (Adam, lr 2e-4, warm-up, grad_clip 1, EMA) and
-../shared/reference/001 ("EMA is very impactful", truncation eps) and 003.
+recipe: score_sde's ``run_lib.train`` and configs (Adam, lr 2e-4, warm-up, grad_clip 1, EMA), as in
+Song et al. (2021), Appendix H (EMA 0.999/0.9999, sampling and training eps).
 
 Multi-process: data is sharded by `accelerator.prepare`, every process computes the loss on its shard and the
 gradients are averaged; only the main process writes sample grids, the final pipeline, the plots and the Hub
