@@ -238,7 +238,7 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
     def training_state() -> dict:
         return {"step": global_step, "loss_history": loss_history, "config": dataclasses.asdict(config)}
 
-    # 3. Cross-entropy on x_t at t ~ U(eps, 1), the mixture over times of reference 000.
+    # 3. Cross-entropy on x_t at t ~ U(eps, 1), a mixture over times (Song et al. 2021, Appendix I.1).
     generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1 + global_step)
     progress = tqdm(total=config.max_train_steps, initial=global_step, disable=not (config.progress_bar and accelerator.is_local_main_process), desc="classifier")
     classifier.train()
