@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin
@@ -99,6 +100,16 @@ class ScoreSdePipelineMixin:
             else:
                 allowed = "VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler; ODE schedulers go with ScoreSdeODEPipeline"
             raise ValueError(f"{type(self).__name__} needs a {required.__name__} scheduler ({allowed}), got {type(scheduler).__name__}.")
+        # A model that records the SDE it was trained under (our exact and trained models do) must be sampled under
+        # that SDE: a VP model under a VE scheduler returns samples of +-hundreds, with nothing to say why.
+        model_sde = getattr(getattr(self, "unet", None), "config", {}).get("sde")
+        if isinstance(model_sde, str) and model_sde != scheduler.sde.name:
+            raise ValueError(
+                f"The model was trained under the {model_sde!r} SDE (its config's `sde`), but the scheduler "
+                f"{type(scheduler).__name__} samples the {scheduler.sde.name!r} SDE; use the scheduler of the "
+                f"{model_sde!r} SDE (VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler) or an ODE scheduler with "
+                f"sde_type={model_sde!r}."
+            )
 
     @staticmethod
     def check_output_type(output_type: str) -> None:
@@ -142,6 +153,27 @@ class ScoreSdePipelineMixin:
             )
         if sample.is_floating_point() or sample.is_complex():
             check_finite(sample, name, f"pass finite values as `{name}`.")
+
+    @staticmethod
+    def check_generator(generator, batch_size: int) -> None:
+        """A list of generators must have one generator per sample, as in diffusers' pipelines."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"generator is a list of {len(generator)} generators but batch_size is {batch_size}: pass one "
+                f"generator per sample, or a single generator."
+            )
+
+    def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler=None):
+        """The prior sample x_1 = `init_noise_sigma` * z, with z drawn here or given as `latents` (standard normal)."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        shape = self.sample_shape(batch_size)
+        self.check_generator(generator, shape[0])
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            self.check_sample(latents, batch_size, name="latents")
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * scheduler.init_noise_sigma
 
     # ------------------------------------------------------------------ the model
     @property

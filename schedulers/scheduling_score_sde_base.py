@@ -23,7 +23,7 @@ from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, to_score
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
-from scoresde_diffusers.utils import append_dims, check_finite, compute_dtype, describe
+from scoresde_diffusers.utils import append_dims, check_finite, check_num_steps, compute_dtype, describe
 
 
 @dataclass
@@ -183,13 +183,7 @@ class ScoreSdeSchedulerMixin:
 
     @staticmethod
     def _check_num_inference_steps(num_inference_steps) -> int:
-        try:
-            valid = not isinstance(num_inference_steps, bool) and int(num_inference_steps) == num_inference_steps >= 1
-        except (TypeError, ValueError):  # None, strings, ...
-            valid = False
-        if not valid:
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-        return int(num_inference_steps)
+        return check_num_steps(num_inference_steps)
 
     def _set_grid(self, t_grid: torch.Tensor, timestep_times: torch.Tensor, device=None) -> None:
         """Store a new grid: `t_grid` and `timestep_times` (the time of each call of `step`), float64 on the CPU."""
