@@ -1,0 +1,224 @@
+"""score_sde_pytorch's configs as data: which network, SDE, sampler and data range each checkpoint was trained with.
+
+`SCORE_SDE_CONFIGS` maps each config name of score_sde_pytorch's ``configs/`` folder that uses the NCSN++/DDPM++
+(``ncsnpp``) or DDPM (``ddpm``) network to a `ScoreSdeConfig`. The values are those of the config files (Song et
+al. 2021, Appendix H, Table 2/3 settings). `CHECKPOINT_ALIASES` maps the folder names of the released checkpoints
+(score_sde_pytorch's README) where they differ from the config name. NCSN / NCSNv2 configs are left out: no
+checkpoint was released for them.
+
+How score_sde calls its networks (``models/utils.py``, ``get_score_fn``), which is what the scheduler's
+``timestep_type`` and ``prediction_type`` reproduce:
+
+| SDE              | training   | model input (label)          | our ``timestep_type`` | output          | ``prediction_type`` |
+|------------------|------------|------------------------------|-----------------------|-----------------|---------------------|
+| VE               | continuous | sigma(t)                     | ``sigma``             | score           | ``score``           |
+| VE               | discrete   | round((1 - t) (N - 1))       | ``noise_level_index`` | score           | ``score``           |
+| VP, sub-VP       | continuous | 999 t                        | ``scaled``            | -sigma x score  | ``epsilon``         |
+| VP               | discrete   | t (N - 1)                    | ``scaled``            | -sigma x score  | ``epsilon``         |
+
+(score_sde's continuous models always use 999 t; every config here has N = 1000, where t (N - 1) is 999 t.)
+A discrete VP model's output is divided by DDPM's discrete sqrt(1 - alpha_bar) at index floor(t (N - 1)) in
+score_sde and by the continuous sigma(t) here; the two agree to 0.35% from t = 0.1 on (see
+`scoresde_diffusers.sampling.timesteps`).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+from ..registry import TIMESTEP_MAPS
+from ..sampling.timesteps import TimestepMap
+
+# score_sde's discrete VE models take the index of the noise level, counted from the largest (index 0 is t = 1).
+TIMESTEP_MAPS.register(
+    "noise_level_index",
+    TimestepMap(
+        to_model=lambda sde, t, n: ((1 - t) * (n - 1)).round(),
+        to_t=lambda sde, k, n: 1 - k / (n - 1),
+    ),
+)
+
+SDE_SCHEDULERS = {"vesde": "VESDEScheduler", "vpsde": "VPSDEScheduler", "subvpsde": "SubVPSDEScheduler"}
+
+
+@dataclass(frozen=True)
+class ScoreSdeConfig:
+    """One score_sde config: the network (`model_class` and its config), the SDE and sampler, the data.
+
+    Args:
+        name (`str`): the config's path in score_sde's ``configs/`` without ``.py``.
+        model_class (`str`): ``"NCSNppModel"`` or ``"ScoreSdeDDPMModel"``.
+        model (`dict`): the network's config (keys of the model class).
+        sde (`str`): ``"vesde"``, ``"vpsde"`` or ``"subvpsde"``.
+        continuous (`bool`): trained with continuous time (else on N discrete noise levels).
+        sde_params (`dict`): sigma_min / sigma_max or beta_min / beta_max, and N (``num_scales``).
+        sampling (`dict`): score_sde's PC settings: predictor, corrector, snr, n_steps_each.
+        dataset (`str`): the training data.
+        released (`bool`): a checkpoint of this config is in score_sde_pytorch's release.
+    """
+
+    name: str
+    model_class: str
+    model: Dict[str, Any]
+    sde: str
+    continuous: bool
+    sde_params: Dict[str, float]
+    sampling: Dict[str, Any]
+    dataset: str
+    released: bool = False
+    paper: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def centered(self) -> bool:
+        return bool(self.model.get("centered", False))
+
+    @property
+    def data_range(self) -> Tuple[float, float]:
+        """Where the model's data lives: score_sde's ``data.centered`` means [-1, 1], otherwise [0, 1]."""
+        return (-1.0, 1.0) if self.centered else (0.0, 1.0)
+
+    @property
+    def timestep_type(self) -> str:
+        if self.sde == "vesde":
+            return "sigma" if self.continuous else "noise_level_index"
+        return "scaled"
+
+    @property
+    def prediction_type(self) -> str:
+        return "score" if self.sde == "vesde" else "epsilon"
+
+    @property
+    def scheduler_class(self) -> str:
+        return SDE_SCHEDULERS[self.sde]
+
+    def scheduler_config(self) -> Dict[str, Any]:
+        """The keyword arguments of our scheduler that reproduce score_sde's SDE, sampler and model call."""
+        params = self.sde_params
+        config = {
+            "num_train_timesteps": int(params["num_scales"]),
+            "snr": float(self.sampling["snr"]),
+            "correct_steps": int(self.sampling["n_steps_each"]),
+            "predictor": self.sampling["predictor"],
+            "corrector": self.sampling["corrector"],
+            "prediction_type": self.prediction_type,
+            "timestep_type": self.timestep_type,
+        }
+        if self.sde == "vesde":
+            config.update(sigma_min=float(params["sigma_min"]), sigma_max=float(params["sigma_max"]), sampling_eps=1e-5)
+        else:
+            config.update(beta_min=float(params["beta_min"]), beta_max=float(params["beta_max"]), sampling_eps=1e-3)
+        return config
+
+
+# ---------------------------------------------------------------------------------------------------- builders
+_CIFAR_SDE = {"sigma_min": 0.01, "sigma_max": 50.0, "beta_min": 0.1, "beta_max": 20.0, "num_scales": 1000}
+_VE_PC = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16, "n_steps_each": 1}
+_VP_EM = {"predictor": "euler_maruyama", "corrector": "none", "snr": 0.16, "n_steps_each": 1}
+_VP_ANCESTRAL = {"predictor": "ancestral_sampling", "corrector": "none", "snr": 0.16, "n_steps_each": 1}
+
+# NCSN++ as in configs/*/cifar10_ncsnpp*.py; DDPM++ switches off FIR and the input pyramid.
+_NCSNPP_CIFAR = dict(
+    sample_size=32, in_channels=3, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,), dropout=0.1,
+    resamp_with_conv=True, conditional=True, fir=True, fir_kernel=(1, 3, 3, 1), skip_rescale=True, resblock_type="biggan",
+    progressive="none", progressive_input="residual", progressive_combine="sum", embedding_type="fourier", init_scale=0.0,
+    fourier_scale=16.0, scale_by_sigma=True, nonlinearity="swish", centered=False,
+)
+_DDPMPP_CIFAR = dict(_NCSNPP_CIFAR, fir=False, progressive_input="none", embedding_type="positional", scale_by_sigma=False, centered=True)
+# The high-resolution VE models (configs/ve/*_256_ncsnpp_continuous.py and the LSUN ones): output and input skips.
+_NCSNPP_256 = dict(
+    _NCSNPP_CIFAR, sample_size=256, ch_mult=(1, 1, 2, 2, 2, 2, 2), num_res_blocks=2, dropout=0.0,
+    progressive="output_skip", progressive_input="input_skip",
+)
+_NCSNPP_1024 = dict(_NCSNPP_256, sample_size=1024, nf=16, ch_mult=(1, 2, 4, 8, 16, 32, 32, 32), num_res_blocks=1)
+_DDPM_CIFAR = dict(
+    sample_size=32, in_channels=3, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
+    resamp_with_conv=True, scale_by_sigma=False, nonlinearity="swish", centered=True,
+)
+_DDPM_256 = dict(_DDPM_CIFAR, sample_size=256, ch_mult=(1, 1, 2, 2, 4, 4), dropout=0.0)
+
+
+def _entry(name, model_class, model, sde, continuous, sampling, dataset, released=False, paper=None, **sde_params):
+    params = dict(_CIFAR_SDE, **sde_params)
+    model = dict(model, sigma_min=params["sigma_min"], sigma_max=params["sigma_max"], num_scales=params["num_scales"])
+    return ScoreSdeConfig(
+        name=name, model_class=model_class, model=model, sde=sde, continuous=continuous, sde_params=params,
+        sampling=dict(sampling), dataset=dataset, released=released, paper=dict(paper or {}),
+    )
+
+
+def _ncsnpp(name, model, sde, continuous, sampling, dataset="CIFAR10", released=False, paper=None, **sde_params):
+    return _entry(name, "NCSNppModel", model, sde, continuous, sampling, dataset, released, paper, **sde_params)
+
+
+def _ddpm(name, model, sde, continuous, sampling, dataset="CIFAR10", released=False, paper=None, **sde_params):
+    return _entry(name, "ScoreSdeDDPMModel", model, sde, continuous, sampling, dataset, released, paper, **sde_params)
+
+
+_deep = {"num_res_blocks": 8}
+_positional = {"embedding_type": "positional"}
+_vp_ncsnpp = dict(_NCSNPP_CIFAR, embedding_type="positional", scale_by_sigma=False, centered=True)
+_HIGH_RES_PC = dict(_VE_PC, snr=0.075)
+
+# Paper numbers: score_sde_pytorch's README table (Song et al. 2021, Table 3 FID/IS with the PC sampler; Table 2
+# FID of the black-box ODE sampler and NLL in bits/dim on uniformly dequantised CIFAR-10 test data).
+_CONFIGS = [
+    _ncsnpp("ve/cifar10_ncsnpp", dict(_NCSNPP_CIFAR, **_positional), "vesde", False, _VE_PC, released=True, paper={"fid": 2.45, "inception_score": 9.73}),
+    _ncsnpp("ve/cifar10_ncsnpp_continuous", _NCSNPP_CIFAR, "vesde", True, _VE_PC, released=True, paper={"fid": 2.38, "inception_score": 9.83}),
+    _ncsnpp("ve/cifar10_ncsnpp_deep_continuous", dict(_NCSNPP_CIFAR, **_deep), "vesde", True, _VE_PC, released=True, paper={"fid": 2.20, "inception_score": 9.89}),
+    _ddpm("ve/cifar10_ddpm", dict(_DDPM_CIFAR, scale_by_sigma=True, centered=False), "vesde", False, _VE_PC),
+    _ncsnpp("ve/celeba_ncsnpp", dict(_NCSNPP_CIFAR, sample_size=64, **_positional), "vesde", False, dict(_VE_PC, snr=0.17), dataset="CELEBA", sigma_max=90.0),
+    _ncsnpp("ve/celebahq_256_ncsnpp_continuous", _NCSNPP_256, "vesde", True, _HIGH_RES_PC, dataset="CelebAHQ", released=True, sigma_max=348.0, num_scales=2000),
+    _ncsnpp("ve/ffhq_256_ncsnpp_continuous", _NCSNPP_256, "vesde", True, _HIGH_RES_PC, dataset="FFHQ", released=True, sigma_max=348.0, num_scales=2000),
+    _ncsnpp("ve/bedroom_ncsnpp_continuous", _NCSNPP_256, "vesde", True, _HIGH_RES_PC, dataset="LSUN bedroom", released=True, sigma_max=378.0, num_scales=2000),
+    _ncsnpp("ve/church_ncsnpp_continuous", _NCSNPP_256, "vesde", True, _HIGH_RES_PC, dataset="LSUN church_outdoor", released=True, sigma_max=380.0, num_scales=2000),
+    _ncsnpp("ve/ffhq_ncsnpp_continuous", _NCSNPP_1024, "vesde", True, dict(_VE_PC, snr=0.15), dataset="FFHQ 1024", released=True, sigma_max=1348.0, num_scales=2000),
+    _ncsnpp("ve/celebahq_ncsnpp_continuous", _NCSNPP_1024, "vesde", True, dict(_VE_PC, snr=0.15), dataset="CelebAHQ 1024", sigma_max=1348.0, num_scales=2000),
+    _ncsnpp("vp/cifar10_ncsnpp", _vp_ncsnpp, "vpsde", False, dict(_VP_EM, predictor="reverse_diffusion")),
+    _ncsnpp("vp/cifar10_ncsnpp_continuous", _vp_ncsnpp, "vpsde", True, _VP_EM),
+    _ncsnpp("vp/cifar10_ncsnpp_deep_continuous", dict(_vp_ncsnpp, **_deep), "vpsde", True, _VP_EM),
+    _ncsnpp("vp/cifar10_ddpmpp", _DDPMPP_CIFAR, "vpsde", False, _VP_ANCESTRAL, released=True, paper={"fid": 2.78, "inception_score": 9.64}),
+    _ncsnpp("vp/cifar10_ddpmpp_continuous", _DDPMPP_CIFAR, "vpsde", True, _VP_EM, released=True, paper={"fid": 2.55, "inception_score": 9.58, "fid_ode": 3.93, "bits_per_dim": 3.16}),
+    _ncsnpp("vp/cifar10_ddpmpp_deep_continuous", dict(_DDPMPP_CIFAR, **_deep), "vpsde", True, _VP_EM, released=True, paper={"fid": 2.41, "inception_score": 9.68, "fid_ode": 3.08, "bits_per_dim": 3.13}),
+    _ddpm("vp/ddpm/cifar10", _DDPM_CIFAR, "vpsde", False, _VP_ANCESTRAL, released=True, paper={"fid": 3.24, "fid_ode": 3.37, "bits_per_dim": 3.28}),
+    _ddpm("vp/ddpm/cifar10_continuous", _DDPM_CIFAR, "vpsde", True, _VP_EM, released=True, paper={"fid_ode": 3.69, "bits_per_dim": 3.21}),
+    _ddpm("vp/ddpm/celebahq", _DDPM_256, "vpsde", False, dict(_VP_ANCESTRAL, snr=0.075), dataset="CelebAHQ"),
+    _ddpm("vp/ddpm/bedroom", _DDPM_256, "vpsde", False, dict(_VP_ANCESTRAL, snr=0.075), dataset="LSUN bedroom"),
+    _ddpm("vp/ddpm/church", _DDPM_256, "vpsde", False, dict(_VP_ANCESTRAL, snr=0.075), dataset="LSUN church_outdoor"),
+    _ncsnpp("subvp/cifar10_ncsnpp_continuous", _vp_ncsnpp, "subvpsde", True, _VP_EM),
+    _ncsnpp("subvp/cifar10_ncsnpp_deep_continuous", dict(_vp_ncsnpp, **_deep), "subvpsde", True, _VP_EM),
+    _ncsnpp("subvp/cifar10_ddpmpp_continuous", _DDPMPP_CIFAR, "subvpsde", True, _VP_EM, released=True, paper={"fid": 2.61, "inception_score": 9.56, "fid_ode": 3.16, "bits_per_dim": 3.02}),
+    _ncsnpp("subvp/cifar10_ddpmpp_deep_continuous", dict(_DDPMPP_CIFAR, **_deep), "subvpsde", True, _VP_EM, released=True, paper={"fid": 2.41, "inception_score": 9.57, "fid_ode": 2.92, "bits_per_dim": 2.99}),
+    _ddpm("subvp/cifar10_ddpm_continuous", _DDPM_CIFAR, "subvpsde", True, _VP_EM, released=True, paper={"fid_ode": 3.56, "bits_per_dim": 3.05}),
+]
+
+#: Every supported score_sde config, by its name in score_sde_pytorch's ``configs/``.
+SCORE_SDE_CONFIGS: Dict[str, ScoreSdeConfig] = {config.name: config for config in _CONFIGS}
+
+#: Released checkpoint folders whose name is not their config's (score_sde_pytorch README).
+CHECKPOINT_ALIASES: Dict[str, str] = {
+    "vp/cifar10_ddpm": "vp/ddpm/cifar10",
+    "vp/cifar10_ddpm_continuous": "vp/ddpm/cifar10_continuous",
+    "ve/ffhq_1024_ncsnpp_continuous": "ve/ffhq_ncsnpp_continuous",
+}
+
+
+def get_score_sde_config(name: str) -> ScoreSdeConfig:
+    """The `ScoreSdeConfig` called `name` (a config name or a released checkpoint folder name, with or without
+    ``configs/`` and ``.py``); a ValueError listing the known names otherwise."""
+    key = str(name).strip().strip("/")
+    key = key[len("configs/"):] if key.startswith("configs/") else key
+    key = key[: -len(".py")] if key.endswith(".py") else key
+    key = CHECKPOINT_ALIASES.get(key, key)
+    if key not in SCORE_SDE_CONFIGS:
+        known = ", ".join(sorted(SCORE_SDE_CONFIGS))
+        aliases = ", ".join(f"{alias} (= {target})" for alias, target in sorted(CHECKPOINT_ALIASES.items()))
+        raise ValueError(f"Unknown score_sde config {name!r}. Known configs: {known}. Released checkpoint folder names: {aliases}.")
+    return SCORE_SDE_CONFIGS[key]
+
+
+def create_score_sde_model(config: ScoreSdeConfig, **overrides):
+    """The network of `config` with random weights (`overrides` change its config, e.g. a tiny width for tests)."""
+    from .ddpm_score_sde import ScoreSdeDDPMModel
+    from .ncsnpp import NCSNppModel
+
+    classes = {"NCSNppModel": NCSNppModel, "ScoreSdeDDPMModel": ScoreSdeDDPMModel}
+    return classes[config.model_class](**dict(config.model, **overrides))
