@@ -222,3 +222,132 @@ def create_score_sde_model(config: ScoreSdeConfig, **overrides):
 
     classes = {"NCSNppModel": NCSNppModel, "ScoreSdeDDPMModel": ScoreSdeDDPMModel}
     return classes[config.model_class](**dict(config.model, **overrides))
+
+
+# ---------------------------------------------------------------------------------------------------- conversion
+WEIGHT_CHOICES = ("ema", "model")
+
+
+def load_score_sde_checkpoint(path: str) -> Dict[str, Any]:
+    """A score_sde ``checkpoint_*.pth`` loaded as plain tensors and numbers (``torch.load(weights_only=True)``).
+
+    A file that holds other Python objects is refused, since unpickling them could run code.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} holds Python objects besides tensors ({first_line[:200]}), and loading those could run code, so "
+            "it is refused. If you trust the file, re-save its tensors once: "
+            "ckpt = torch.load(path, weights_only=False); "
+            "torch.save({'model': ckpt['model'], 'ema': {'decay': float(ckpt['ema']['decay']), "
+            "'num_updates': int(ckpt['ema']['num_updates']), 'shadow_params': list(ckpt['ema']['shadow_params'])}}, "
+            "'checkpoint_tensors.pth')."
+        ) from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path} is not a score_sde checkpoint: expected a dict with 'model' (and 'ema') states, found {found}.")
+    return checkpoint
+
+
+def _strip_prefix(state: Dict[str, Any]) -> Dict[str, Any]:
+    # score_sde saves its network inside torch.nn.DataParallel, whose keys start with "module.".
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _listing(keys, limit: int = 20) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def score_sde_state_dict(checkpoint: Dict[str, Any], model, weights: str = "ema", config_name: str = "?") -> Dict[str, Any]:
+    """The state dict of our `model` from a score_sde `checkpoint`: its ``model`` state with the ``module.`` prefix
+    removed and, for ``weights="ema"``, every trained parameter replaced by the EMA's ``shadow_params``, which
+    score_sde stores in ``model.parameters()`` order, skipping the untrained ones (the Fourier frequencies).
+
+    Raises a ValueError listing missing / unexpected / mis-shaped tensors and the config checked against.
+    """
+    check_choice_weights(weights)
+    state = _strip_prefix(checkpoint["model"])
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or reshaped:
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {_listing(unexpected)}")
+        if reshaped:
+            problems.append(f"tensors of the wrong shape: {_listing(reshaped)}")
+        raise ValueError(f"The checkpoint does not fit score_sde config {config_name!r}: " + "; ".join(problems) + ".")
+    state = {k: state[k] for k in expected}
+    if weights == "ema":
+        if "ema" not in checkpoint:
+            raise ValueError("The checkpoint has no 'ema' state; convert its raw weights with weights='model' (--weights model).")
+        trained = {name for name, p in model.named_parameters() if p.requires_grad}
+        # The checkpoint's own key order is score_sde's model.parameters() order.
+        trained_keys = [k for k in _strip_prefix(checkpoint["model"]) if k in trained]
+        shadow = list(checkpoint["ema"]["shadow_params"])
+        if len(shadow) != len(trained_keys):
+            raise ValueError(
+                f"The checkpoint's EMA holds {len(shadow)} tensors but score_sde config {config_name!r} trains "
+                f"{len(trained_keys)} parameters."
+            )
+        for key, value in zip(trained_keys, shadow):
+            if tuple(value.shape) != tuple(state[key].shape):
+                raise ValueError(
+                    f"EMA tensor for {key} has shape {tuple(value.shape)}, expected {tuple(state[key].shape)} "
+                    f"(score_sde config {config_name!r})."
+                )
+            state[key] = value
+    return state
+
+
+def check_choice_weights(weights: str) -> None:
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHT_CHOICES))}; got {weights!r}.")
+
+
+def check_noise_levels(state: Dict[str, Any], model, config_name: str) -> None:
+    """The checkpoint's ``sigmas`` buffer (score_sde's discrete noise levels) must be the config's: configs that
+    share a network (e.g. the 256px VE ones) differ only in their SDE, which it records."""
+    import torch
+
+    theirs, ours = state["sigmas"].double().cpu(), model.sigmas.double().cpu()
+    if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-5):
+        raise ValueError(
+            f"The checkpoint's noise levels (sigmas: {theirs.numel()} levels from {float(theirs.max()):g} to "
+            f"{float(theirs.min()):g}) are not those of score_sde config {config_name!r} ({ours.numel()} levels from "
+            f"{float(ours.max()):g} to {float(ours.min()):g}): it was trained with another config."
+        )
+
+
+def convert_score_sde_model(checkpoint: Dict[str, Any], config: ScoreSdeConfig, weights: str = "ema", **model_overrides):
+    """Our network for `config` (with `model_overrides`), holding a score_sde `checkpoint`'s weights, in eval mode."""
+    model = create_score_sde_model(config, **model_overrides)
+    state = score_sde_state_dict(checkpoint, model, weights=weights, config_name=config.name)
+    check_noise_levels(state, model, config.name)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def create_score_sde_scheduler(config: ScoreSdeConfig):
+    """Our PC scheduler for `config`: its SDE parameters, sampler settings, timestep map and prediction type."""
+    from .. import schedulers
+
+    return getattr(schedulers, config.scheduler_class)(**config.scheduler_config())
+
+
+def create_score_sde_pipeline(model, config: ScoreSdeConfig):
+    """A `ScoreSdePCPipeline` of `model` with `config`'s scheduler and data range."""
+    from ..pipelines import ScoreSdePCPipeline
+
+    return ScoreSdePCPipeline(unet=model, scheduler=create_score_sde_scheduler(config), data_range=config.data_range)
