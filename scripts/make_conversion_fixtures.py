@@ -13,7 +13,7 @@ Only numbers are written (safetensors, no code, no pickles) under tests/fixtures
   one that ran), in the order of ``model.parameters()``; configs whose tiny networks have the same parameter
   shapes share one file.
 - ``<config name with / as __>.safetensors``: the inputs ``x`` and ``t``, ``labels``, ``model_output``, ``score``;
-  its metadata names the config, the tiny overrides, the weights file, the buffers (score_sde's ``sigmas``, which
+  its metadata names the config and holds its full-size values (``score_sde_config``), the tiny overrides, the weights file, the buffers (score_sde's ``sigmas``, which
   a test rebuilds from the config with score_sde's formula) and the parameters score_sde does not train (so are
   not in its EMA's ``shadow_params``).
 
@@ -126,6 +126,15 @@ def load_config(name: str, tiny: dict, overrides: dict):
     for key, value in {**tiny, **overrides}.items():
         setattr(config.model, key, value)
     return config
+
+
+def config_summary(config) -> dict:
+    """The fields of a (full-size) score_sde config that our config table reproduces."""
+    plain = (bool, int, float, str, tuple, list, type(None))
+    return {
+        section: {k: (list(v) if isinstance(v, tuple) else v) for k, v in config[section].items() if isinstance(v, plain)}
+        for section in ("training", "sampling", "data", "model")
+    }
 
 
 def build_sde(config):
@@ -242,6 +251,7 @@ def main():
         tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
         metadata = {
             "config_name": config_name,
+            "score_sde_config": json.dumps(config_summary(probe)),
             "model_overrides": json.dumps({**tiny, **overrides, "sample_size": IMAGE_SIZE}),
             "weights_file": weights_name,
             "buffers": json.dumps({k: str(v.dtype).replace("torch.", "") for k, v in zip(buffers, model.buffers())}),
