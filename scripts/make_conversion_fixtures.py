@@ -122,7 +122,8 @@ def fix_interpolate_call(layerspp) -> None:
 def load_config(name: str, tiny: dict, overrides: dict):
     config = importlib.import_module("configs." + name.replace("/", ".")).get_config()
     config.device = torch.device("cpu")
-    config.data.image_size = IMAGE_SIZE
+    if tiny:
+        config.data.image_size = IMAGE_SIZE
     for key, value in {**tiny, **overrides}.items():
         setattr(config.model, key, value)
     return config
