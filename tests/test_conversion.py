@@ -196,6 +196,7 @@ def _cli_args(fixture, checkpoint, out, *extra):
     "name, scheduler_class, data_range",
     [
         ("ve__celebahq_256_ncsnpp_continuous", VESDEScheduler, (0.0, 1.0)),
+        ("ve__cifar10_ncsnpp", VESDEScheduler, (0.0, 1.0)),
         ("vp__ddpm__cifar10", VPSDEScheduler, (-1.0, 1.0)),
         ("subvp__cifar10_ddpmpp_continuous", SubVPSDEScheduler, (-1.0, 1.0)),
     ],
@@ -221,6 +222,7 @@ def test_cli_writes_a_model_card_naming_the_source(tmp_path):
     card = (out / "README.md").read_text()
     assert "score_sde_pytorch" in card and "vp/cifar10_ddpmpp_continuous" in card
     assert "checkpoint_7.pth" in card and "EMA" in card and "sha256" in card
+    assert '"nf": 8' in card  # the tiny network's overrides are recorded
 
 
 def test_cli_push_to_hub_uploads_the_folder(tmp_path, monkeypatch):

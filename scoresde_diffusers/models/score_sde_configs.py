@@ -22,6 +22,7 @@ score_sde and by the continuous sigma(t) here; the two agree to 0.35% from t = 0
 `scoresde_diffusers.sampling.timesteps`).
 """
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
@@ -364,7 +365,10 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def score_sde_model_card(config: ScoreSdeConfig, checkpoint_path: str, checkpoint: Dict[str, Any], weights: str, repo_id: str) -> str:
+def score_sde_model_card(
+    config: ScoreSdeConfig, checkpoint_path: str, checkpoint: Dict[str, Any], weights: str, repo_id: str,
+    model_overrides: Optional[Dict[str, Any]] = None,
+) -> str:
     """The README.md of a converted pipeline: where the weights came from and how to use them."""
     ema = checkpoint.get("ema") or {}
     step = checkpoint.get("step")
@@ -388,7 +392,9 @@ def score_sde_model_card(config: ScoreSdeConfig, checkpoint_path: str, checkpoin
         f"- **Source checkpoint:** `{os.path.basename(checkpoint_path)}`"
         + (f" (training step {step})" if step is not None else "")
         + f", sha256 `{_sha256(checkpoint_path)}`",
-        f"- **Config:** score_sde `configs/{config.name}.py`; data {config.dataset}, range {list(config.data_range)}",
+        f"- **Config:** score_sde `configs/{config.name}.py`"
+        + (f" with the network changed by {json.dumps(model_overrides, sort_keys=True)}" if model_overrides else "")
+        + f"; data {config.dataset}, range {list(config.data_range)}",
         f"- **Weights:** {what}",
         f"- **SDE:** {config.sde} ({'continuous' if config.continuous else 'discrete'} training), {sde_params}",
         f"- **Scheduler:** `{config.scheduler_class}` with timestep_type `{config.timestep_type}`, prediction_type "
@@ -437,7 +443,7 @@ def convert_score_sde_checkpoint(
     model = convert_score_sde_model(checkpoint, config, weights=weights, **(model_overrides or {}))
     pipeline = create_score_sde_pipeline(model, config)
     pipeline.save_pretrained(output_dir)
-    card = score_sde_model_card(config, checkpoint_path, checkpoint, weights, repo_id=repo_id or output_dir)
+    card = score_sde_model_card(config, checkpoint_path, checkpoint, weights, repo_id=repo_id or output_dir, model_overrides=model_overrides)
     with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as handle:
         handle.write(card)
     return pipeline
