@@ -16,6 +16,8 @@ Only numbers are written (safetensors, no code, no pickles) under tests/fixtures
   its metadata names the config and holds its full-size values (``score_sde_config``), the tiny overrides, the weights file, the buffers (score_sde's ``sigmas``, which
   a test rebuilds from the config with score_sde's formula) and the parameters score_sde does not train (so are
   not in its EMA's ``shadow_params``).
+- ``full_size_state_dicts.json``: for every config of our table, the sha256 of the full-size original network's
+  state-dict keys and shapes (in order), its number of tensors and of parameters.
 
 score_sde's FIR op is a CUDA extension compiled at import; it is replaced here by the pure-torch
 ``upfirdn2d_native`` found in the same checkout's ``op/upfirdn2d.py`` (what score_sde itself runs on CPU tensors),
@@ -28,6 +30,7 @@ it, and it is not among the fixtures.
 
 import argparse
 import ast
+import hashlib
 import importlib
 import json
 import os
@@ -135,6 +138,16 @@ def config_summary(config) -> dict:
     return {
         section: {k: (list(v) if isinstance(v, tuple) else v) for k, v in config[section].items() if isinstance(v, plain)}
         for section in ("training", "sampling", "data", "model")
+    }
+
+
+def state_dict_signature(model: torch.nn.Module) -> dict:
+    """The state dict's keys and shapes, in order, as a sha256 (plus counts to read)."""
+    layout = [[key, list(value.shape)] for key, value in model.state_dict().items()]
+    return {
+        "sha256": hashlib.sha256(json.dumps(layout).encode()).hexdigest(),
+        "num_tensors": len(layout),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -262,6 +275,19 @@ def main():
         path = os.path.join(args.out, fixture_name.replace("/", "__") + ".safetensors")
         save_file(tensors, path, metadata=metadata)
         print(f"{fixture_name}: {weights_name}, |output| {float(captured['output'].abs().mean()):.4g}")
+
+    # Full size: the keys and shapes of every config's original network (built on the CPU, ~1 minute), so a test
+    # can check that our networks are built the same at the real widths, depths and resolutions.
+    from scoresde_diffusers.models.score_sde_configs import SCORE_SDE_CONFIGS
+
+    full_size = {}
+    for config_name in SCORE_SDE_CONFIGS:
+        model = mutils.get_model(load_config(config_name, {}, {}).model.name)(load_config(config_name, {}, {}))
+        full_size[config_name] = state_dict_signature(model)
+        print(f"{config_name}: {full_size[config_name]['num_parameters']} parameters at full size")
+        del model
+    with open(os.path.join(args.out, "full_size_state_dicts.json"), "w") as handle:
+        json.dump(full_size, handle, indent=1, sort_keys=True)
 
     total = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
     print(f"wrote {len(os.listdir(args.out))} files, {total / 1e6:.2f} MB, to {args.out}")

@@ -6,12 +6,14 @@ config's network with score_sde's own code (``models/ncsnpp.py``, ``models/ddpm.
 the checkout's own pure-torch ``upfirdn2d_native``) at a tiny width (8x8 images, two levels), gave it random
 float16-representable weights, restored them through score_sde's ``ExponentialMovingAverage.copy_to``, and
 recorded on fixed inputs x and times t: the labels score_sde's ``get_score_fn`` feeds the network, the raw network
-output, and the score. Only those numbers are in tests/fixtures/conversion/ (safetensors); the original code is
+output, and the score. It also recorded, for every config of our table, the keys and shapes of the full-size
+original network's state dict (``full_size_state_dicts.json``). Only those numbers are in tests/fixtures/conversion/ (safetensors); the original code is
 not. Each test here writes a score_sde-format ``checkpoint.pth`` from them with `torch.save` of plain tensors
 (score_sde's ``model`` state dict with its ``module.`` keys and float64 ``sigmas`` buffer, and its ``ema`` state
 with ``shadow_params`` in ``model.parameters()`` order), so no pickle enters the repository.
 """
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +30,7 @@ from scoresde_diffusers.models.score_sde_configs import (
     SCORE_SDE_CONFIGS,
     convert_score_sde_checkpoint,
     convert_score_sde_model,
+    create_score_sde_model,
     create_score_sde_scheduler,
     get_score_sde_config,
     load_score_sde_checkpoint,
@@ -35,7 +38,7 @@ from scoresde_diffusers.models.score_sde_configs import (
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_DIR = os.path.join(ROOT, "tests", "fixtures", "conversion")
-FIXTURES = sorted(f[: -len(".safetensors")] for f in os.listdir(FIXTURE_DIR) if not f.startswith("weights_"))
+FIXTURES = sorted(f[: -len(".safetensors")] for f in os.listdir(FIXTURE_DIR) if f.endswith(".safetensors") and not f.startswith("weights_"))
 CONFIG_FIXTURES = [f for f in FIXTURES if not f.startswith("variant_")]
 TOLERANCE = 1e-5
 
@@ -311,6 +314,21 @@ def test_unknown_model_override_is_refused(tmp_path):
     path = fixture.save_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="Unknown model config keys \\['width'\\]"):
         convert_score_sde_checkpoint(path, fixture.config.name, str(tmp_path / "out"), model_overrides={"width": 8})
+
+
+FULL_SIZE = json.load(open(os.path.join(FIXTURE_DIR, "full_size_state_dicts.json")))
+
+
+@pytest.mark.parametrize("name", sorted(SCORE_SDE_CONFIGS))
+def test_full_size_network_has_score_sde_state_dict_layout(name):
+    """Every config's real-size network has the original's state-dict keys and shapes, in order (built on the meta
+    device: shapes without memory)."""
+    with torch.device("meta"):
+        model = create_score_sde_model(SCORE_SDE_CONFIGS[name])
+    layout = [[key, list(value.shape)] for key, value in model.state_dict().items()]
+    expected = FULL_SIZE[name]
+    assert (len(layout), sum(p.numel() for p in model.parameters())) == (expected["num_tensors"], expected["num_parameters"])
+    assert hashlib.sha256(json.dumps(layout).encode()).hexdigest() == expected["sha256"]
 
 
 def test_every_config_builds_its_model_class():
