@@ -74,6 +74,16 @@ def test_scale_by_sigma_divides_by_the_noise_level():
     torch.testing.assert_close(model(x, index).sample, expected)
 
 
+@pytest.mark.parametrize("cls, tiny", [(NCSNppModel, TINY_NCSNPP), (ScoreSdeDDPMModel, TINY_DDPM)])
+def test_fractional_noise_level_index_is_rounded_to_the_nearest_level(cls, tiny):
+    kwargs = dict(tiny, scale_by_sigma=True, num_scales=10)
+    if cls is NCSNppModel:
+        kwargs["embedding_type"] = "positional"
+    model = randomised(cls(**kwargs))
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(model(x, torch.tensor([2.4, 6.6])).sample, model(x, torch.tensor([2, 7])).sample)
+
+
 def test_uncentered_model_maps_data_from_unit_interval():
     centered = randomised(NCSNppModel(**TINY_NCSNPP, centered=True))
     uncentered = randomised(NCSNppModel(**TINY_NCSNPP, centered=False))

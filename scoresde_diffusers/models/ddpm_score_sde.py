@@ -31,6 +31,7 @@ from .ncsnpp import (
     get_activation,
     group_norm,
     level_resolutions,
+    noise_level_index,
     noise_level_sigmas,
     sigmas_at,
     timestep_embedding,
@@ -53,7 +54,7 @@ class ScoreSdeDDPMModel(ModelMixin, ConfigMixin):
         dropout (`float`, defaults to 0.1): dropout inside the residual blocks.
         resamp_with_conv (`bool`, defaults to `True`): convolutional up/down-sampling.
         scale_by_sigma (`bool`, defaults to `False`): divide the output by ``sigmas[timestep]`` (the VE use, where
-            the timestep is a noise-level index).
+            the timestep is a noise-level index, rounded to the nearest level).
         nonlinearity (`str`, defaults to ``"swish"``): the activation.
         centered (`bool`, defaults to `True`): data in [-1, 1]; if False it is in [0, 1] and mapped on entry.
         sigma_min (`float`), sigma_max (`float`), num_scales (`int`): the discrete noise levels ``sigmas``.
@@ -134,6 +135,8 @@ class ScoreSdeDDPMModel(ModelMixin, ConfigMixin):
         config = self.config
         check_sample_channels(sample, config.in_channels, type(self).__name__)
         timesteps = batch_timesteps(timestep, sample)
+        if config.scale_by_sigma:
+            timesteps = noise_level_index(timesteps)
         modules = iter(self.all_modules)
         temb = next(modules)(timestep_embedding(timesteps, config.nf).to(sample.dtype))
         temb = next(modules)(self.act(temb))

@@ -23,7 +23,8 @@ names for ``config.data.image_size`` / ``num_channels``, read by the pipelines) 
 
 The network's `timestep` is what score_sde passes it: sigma itself for the Fourier embedding (continuous VE), a
 time label for the positional one (999 t for continuous VP / sub-VP, t (N - 1) for discrete VP, the noise-level
-index round((1 - t) (N - 1)) for discrete VE, where ``sigmas[index]`` gives the sigma to divide by).
+index round((1 - t) (N - 1)) for discrete VE, where ``sigmas[index]`` gives the sigma to divide by; a fractional
+index is rounded).
 """
 
 import math
@@ -345,8 +346,14 @@ def noise_level_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> t
     return torch.tensor(np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))).float()
 
 
+def noise_level_index(timesteps: torch.Tensor) -> torch.Tensor:
+    """A noise-level index, rounded to the nearest level: score_sde's sampler passes round((1 - t)(N - 1)), and a
+    scheduler's ``noise_level_index`` map passes the unrounded (1 - t)(N - 1) (it must stay invertible)."""
+    return timesteps.round() if timesteps.is_floating_point() else timesteps
+
+
 def sigmas_at(sigmas: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """``sigmas[timesteps]`` for noise-level indices, with a clear error out of range."""
+    """``sigmas[timesteps]`` for (integer-valued) noise-level indices, with a clear error out of range."""
     index = timesteps.long()
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= sigmas.shape[0]):
         raise ValueError(
@@ -391,7 +398,8 @@ class NCSNppModel(ModelMixin, ConfigMixin):
         init_scale (`float`, defaults to 0.0): initial scale of each residual branch's last layer.
         fourier_scale (`float`, defaults to 16.0): standard deviation of the Fourier-feature frequencies.
         scale_by_sigma (`bool`, defaults to `True`): divide the output by sigma (the timestep for ``fourier``,
-            ``sigmas[timestep]`` for ``positional``), so the network outputs the score.
+            ``sigmas[timestep]`` for ``positional``, whose timestep is then a noise-level index, rounded to the
+            nearest level), so the network outputs the score.
         nonlinearity (`str`, defaults to ``"swish"``): ``"swish"``, ``"elu"``, ``"relu"`` or ``"lrelu"``.
         centered (`bool`, defaults to `False`): data already in [-1, 1]; if False it is in [0, 1] and mapped to
             [-1, 1] on entry (score_sde's ``data.centered``).
@@ -544,7 +552,10 @@ class NCSNppModel(ModelMixin, ConfigMixin):
             used_sigmas = timesteps
             temb = next(modules)(torch.log(timesteps))
         else:
-            used_sigmas = sigmas_at(self.sigmas, timesteps) if config.scale_by_sigma else None
+            used_sigmas = None
+            if config.scale_by_sigma:
+                timesteps = noise_level_index(timesteps)
+                used_sigmas = sigmas_at(self.sigmas, timesteps)
             temb = timestep_embedding(timesteps, config.nf)
         if config.conditional:
             temb = next(modules)(temb.to(sample.dtype))
