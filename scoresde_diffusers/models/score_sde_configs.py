@@ -16,7 +16,8 @@ How score_sde calls its networks (``models/utils.py``, ``get_score_fn``), which 
 | VP, sub-VP       | continuous | 999 t                        | ``scaled``            | -sigma x score  | ``epsilon``         |
 | VP               | discrete   | t (N - 1)                    | ``scaled``            | -sigma x score  | ``epsilon``         |
 
-(score_sde's continuous models always use 999 t; every config here has N = 1000, where t (N - 1) is 999 t.)
+(score_sde's continuous models always use 999 t; every VP and sub-VP config here has N = 1000, where t (N - 1) is
+999 t. For discrete VE the scheduler passes (1 - t)(N - 1), an invertible map, and the network rounds it.)
 A discrete VP model's output is divided by DDPM's discrete sqrt(1 - alpha_bar) at index floor(t (N - 1)) in
 score_sde and by the continuous sigma(t) here; the two agree to 0.35% from t = 0.1 on (see
 `scoresde_diffusers.sampling.timesteps`).
