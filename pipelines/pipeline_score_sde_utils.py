@@ -8,6 +8,12 @@ Data range. Samples live in the model's data range, ``[-1, 1]`` by default (diff
 own checkpoints use ``[0, 1]`` (``config.data.centered = False``). A pipeline takes it as the ``data_range``
 argument of its `__init__`, registers it with `register_to_config`, so it is saved in ``model_index.json`` and
 restored by `from_pretrained`. ``output_type="np"``/``"pil"`` map ``data_range`` linearly onto [0, 1].
+
+Hub layouts. Every pipeline's `from_pretrained` also loads the folders (or Hub repos) of diffusers' own pipelines
+of the same models, `HUB_LAYOUTS`: `ScoreSdeVePipeline` (NCSN++, e.g. ``google/ncsnpp-celebahq-256``) and
+`DDPMPipeline`, `DDIMPipeline`, `PNDMPipeline` (e.g. ``google/ddpm-cifar10-32``). The scheduler becomes the
+score-SDE scheduler of the same SDE (`SCHEDULER_SWAPS`; its `from_config` maps the sigmas, betas and sampler settings) and the data range
+is the one that folder's pipeline samples in; the model is called as that pipeline calls it (see `HUB_LAYOUTS`).
 """
 
 import itertools
@@ -15,17 +21,43 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
+import scoresde_diffusers.schedulers
 from scoresde_diffusers.sampling.parametrization import from_score
-from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin
+from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.utils import compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
+
+#: diffusers pipelines whose folders load into ours with no swap, and the data range each samples in. The model is
+#: called as there with the converted scheduler's defaults: `ScoreSdeVePipeline` calls ``unet(x, sigma_t)`` and
+#: reads a score (`VESDEScheduler`: ``timestep_type="sigma"``, ``prediction_type="score"``; the Hub's NCSN++
+#: `UNet2DModel` has a Fourier embedding of sigma and divides its output by sigma) and clamps samples to [0, 1]
+#: (score_sde's uncentred data, ``data.centered = False``); `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` call
+#: ``unet(x, t)`` at DDPM's integer steps (`VPSDEScheduler`: ``timestep_type="discrete"``, the DDPM config's ``prediction_type``)
+#: and sample in [-1, 1].
+HUB_LAYOUTS = {
+    "ScoreSdeVePipeline": (0.0, 1.0),
+    "DDPMPipeline": (-1.0, 1.0),
+    "DDIMPipeline": (-1.0, 1.0),
+    "PNDMPipeline": (-1.0, 1.0),
+}
+#: The score-SDE scheduler that loads each diffusers scheduler's config (its `from_config` converts it).
+SCHEDULER_SWAPS = {
+    "ScoreSdeVeScheduler": VESDEScheduler,
+    "DDPMScheduler": VPSDEScheduler,
+    "DDIMScheduler": VPSDEScheduler,
+    "PNDMScheduler": VPSDEScheduler,
+    "DPMSolverMultistepScheduler": VPSDEScheduler,
+}
+# `from_pretrained` arguments that say where and how to download files; passed on when reading a Hub layout.
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
 # Written next to model_index.json by `save_pretrained(..., write_pipeline_file=True)`: the file diffusers'
 # `custom_pipeline` mechanism executes (one import, so `find_pipeline_class` finds exactly one class).
@@ -77,6 +109,41 @@ class ScoreSdePipelineMixin:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_data_range(data_range)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        """diffusers' `from_pretrained` (a local folder or a Hub repo id), which also loads the folders of diffusers'
+        `ScoreSdeVePipeline`, `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` (`HUB_LAYOUTS`): their scheduler
+        becomes ours (`SCHEDULER_SWAPS`) and `data_range` theirs, unless `scheduler` or `data_range` is passed. A
+        folder of any other diffusers pipeline is an error naming the supported ones."""
+        kwargs.update(cls._hub_layout_kwargs(pretrained_model_name_or_path, kwargs))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _hub_layout_kwargs(cls, path, kwargs: dict) -> dict:
+        """The `scheduler` and `data_range` arguments that load a `HUB_LAYOUTS` folder; none for our own folders."""
+        download = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
+        index = cls.load_config(path, **download)
+        name = index.get("_class_name")
+        if name not in HUB_LAYOUTS:
+            if isinstance(name, str) and hasattr(diffusers, name):
+                ours = "the score-SDE pipelines (ScoreSdePCPipeline, ScoreSdeODEPipeline, ScoreSdeLikelihoodPipeline, ...)"
+                raise ValueError(
+                    f"{path} holds a {name} (model_index.json's _class_name), which {cls.__name__} cannot load. "
+                    f"Supported: folders of {ours} and of diffusers' {', '.join(HUB_LAYOUTS)}."
+                )
+            return {}  # one of ours (or a subclass's): saved with its own scheduler and data range
+        extra = {} if "data_range" in kwargs else {"data_range": HUB_LAYOUTS[name]}
+        scheduler_name = (index.get("scheduler") or [None, None])[1]
+        if "scheduler" not in kwargs and scheduler_name in SCHEDULER_SWAPS:
+            extra["scheduler"] = SCHEDULER_SWAPS[scheduler_name].from_pretrained(path, subfolder="scheduler", **download)
+        elif "scheduler" not in kwargs and not hasattr(scoresde_diffusers.schedulers, str(scheduler_name)):
+            raise ValueError(
+                f"{path} is a {name} folder with a {scheduler_name} scheduler; {cls.__name__} converts the schedulers "
+                f"{', '.join(SCHEDULER_SWAPS)} (or loads one of ours). Pass scheduler=... to choose one."
+            )
+        return extra
 
     # ------------------------------------------------------------------ configuration
     def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE) -> None:
