@@ -17,6 +17,7 @@ is the one that folder's pipeline samples in; the model is called as that pipeli
 """
 
 import itertools
+import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -59,14 +60,19 @@ SCHEDULER_SWAPS = {
 # `from_pretrained` arguments that say where and how to download files; passed on when reading a Hub layout.
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 
-# Written next to model_index.json by `save_pretrained(..., write_pipeline_file=True)`: the file diffusers'
-# `custom_pipeline` mechanism executes (one import, so `find_pipeline_class` finds exactly one class).
+# Generic loading. diffusers' `DiffusionPipeline.from_pretrained` resolves a plain `_class_name` only among its own
+# pipelines; a `_class_name` of the form [file stem, class name] with that file next to model_index.json is its
+# custom-pipeline route, the one Hub-hosted community pipelines use. `save_pretrained` writes both: the file is a
+# one-line import of the pipeline class from this installed library (no model code, nothing pickled).
 CUSTOM_PIPELINE_FILE_NAME = "pipeline.py"
-_CUSTOM_PIPELINE_TEMPLATE = '''"""Lets `DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline", trust_remote_code=True)` build a
-{name}: diffusers only resolves the class names of its own pipelines. Needs `pip install scoresde_diffusers`."""
+_CUSTOM_PIPELINE_STEM = CUSTOM_PIPELINE_FILE_NAME[: -len(".py")]
+_CUSTOM_PIPELINE_TEMPLATE = '''"""Lets `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)` build a {name}: diffusers only
+resolves the class names of its own pipelines. Needs `pip install scoresde_diffusers`."""
 
 from {module} import {name}  # noqa: F401
 '''
+#: The one line that loads a saved folder or Hub repo with diffusers' generic loader (``{path}`` to fill in).
+GENERIC_LOADING_ONE_LINER = 'pipe = DiffusionPipeline.from_pretrained("{path}", trust_remote_code=True)'
 
 
 @dataclass
@@ -296,20 +302,56 @@ class ScoreSdePipelineMixin:
         return array if output_type == "np" else self.numpy_to_pil(array)
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = False, **kwargs):
-        """diffusers' `save_pretrained` (model_index.json, one folder per component, safetensors weights).
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = True, **kwargs):
+        """diffusers' `save_pretrained` (model_index.json, one folder per component, safetensors weights), made
+        loadable by diffusers' generic loader.
 
         Args:
-            write_pipeline_file (`bool`, defaults to `False`): also write ``pipeline.py``, a one-line import of this
-                class, so that ``DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline",
-                trust_remote_code=True)`` works (locally and from a Hub repo). Loading with this class,
-                ``ScoreSdePCPipeline.from_pretrained(path)``, never needs it.
+            write_pipeline_file (`bool`, defaults to `True`): write ``pipeline.py``, a one-line import of this class,
+                and name it in model_index.json's ``_class_name`` (``["pipeline", "ScoreSdePCPipeline"]``), so that
+                ``DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`` builds this class, from a local
+                folder or a Hub repo (`push_to_hub` uploads both). diffusers executes that file, hence
+                ``trust_remote_code``. Loading with a class of ours, ``ScoreSdePCPipeline.from_pretrained(path)``,
+                never reads it. `False` writes diffusers' plain layout.
         """
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if write_pipeline_file:
+        self._write_pipeline_file = write_pipeline_file
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del self._write_pipeline_file
+
+    def _writes_pipeline_file(self) -> bool:
+        return getattr(self, "_write_pipeline_file", True)
+
+    def save_config(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
+        """diffusers' `save_config` (model_index.json; `save_pretrained` calls it before any upload), preceded by
+        ``pipeline.py`` for generic loading."""
+        if self._writes_pipeline_file():
+            os.makedirs(save_directory, exist_ok=True)
             source = _CUSTOM_PIPELINE_TEMPLATE.format(name=type(self).__name__, module=_public_module(type(self)))
             with open(os.path.join(save_directory, CUSTOM_PIPELINE_FILE_NAME), "w", encoding="utf-8") as file:
                 file.write(source)
+        super().save_config(save_directory, *args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """model_index.json's text; ``_class_name`` is [file stem, class name] when ``pipeline.py`` is written."""
+        text = super().to_json_string()
+        if not self._writes_pipeline_file():
+            return text
+        config = json.loads(text)
+        config["_class_name"] = [_CUSTOM_PIPELINE_STEM, type(self).__name__]
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: Union[str, os.PathLike]) -> dict:
+        """model_index.json as diffusers reads it for this class: a generic-loading ``_class_name`` [file stem,
+        class name] is read as the class name, so our own classes never take diffusers' custom-code route (which
+        would execute ``pipeline.py``, locally or from the Hub, and need ``trust_remote_code``)."""
+        config = super()._dict_from_json_file(json_file)
+        name = config.get("_class_name")
+        if isinstance(name, (list, tuple)) and len(name) == 2:
+            config["_class_name"] = name[1]
+        return config
 
 
 def _public_module(cls) -> str:
