@@ -3,6 +3,7 @@
 import warnings
 from typing import Mapping, Optional
 
+import diffusers
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 
@@ -60,8 +61,6 @@ def _check_ddpm_options(config: Mapping) -> None:
 
 
 def _is_diffusers_class(name) -> bool:
-    import diffusers
-
     return isinstance(name, str) and hasattr(diffusers, name)
 
 
@@ -97,20 +96,19 @@ def drop_ddpm_schedule_keys(config: dict, overrides: Optional[Mapping] = None) -
     must agree with them: a hand-edited ``beta_end`` that beta_max does not follow is an error, not ignored."""
     config = dict(config)
     derived = {key: config.pop(key) for key in DDPM_SCHEDULE_KEYS if key in config}
+    _check_ddpm_options({key: value for key, value in derived.items() if key not in ("beta_start", "beta_end")})
     primary = ("beta_min", "beta_max", "num_train_timesteps")
-    if not derived or any(key in (overrides or {}) for key in primary) or not all(key in config for key in primary):
-        _check_ddpm_options({k: v for k, v in derived.items() if k in _SAMPLER_OPTIONS})
+    if any(key in (overrides or {}) for key in primary) or not all(key in config for key in primary):
         return config
-    expected = vp_to_ddpm_betas(config["beta_min"], config["beta_max"], config["num_train_timesteps"])
-    for key in ("beta_start", "beta_end"):
+    expected = vp_to_ddpm_betas(*(config[key] for key in primary))
+    for key, source in (("beta_start", "beta_min"), ("beta_end", "beta_max")):
         if key in derived and abs(derived[key] - expected[key]) > 1e-9 * max(1.0, abs(expected[key])):
             raise ValueError(
                 f"The config's {key}={derived[key]!r} disagrees with beta_min={config['beta_min']!r}, "
                 f"beta_max={config['beta_max']!r} and num_train_timesteps={config['num_train_timesteps']!r} "
-                f"({key} = {expected[key]!r} = beta_{'min' if key == 'beta_start' else 'max'} / num_train_timesteps); "
-                f"set beta_min/beta_max, which define the VP SDE, and remove {key}."
+                f"({key} = {source} / num_train_timesteps = {expected[key]!r}); set beta_min/beta_max, which define "
+                f"the VP SDE, and remove {key}."
             )
-    _check_ddpm_options({k: v for k, v in derived.items() if k != "beta_start" and k != "beta_end"})
     return config
 
 
