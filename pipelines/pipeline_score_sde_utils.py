@@ -12,8 +12,13 @@ restored by `from_pretrained`. ``output_type="np"``/``"pil"`` map ``data_range``
 Hub layouts. Every pipeline's `from_pretrained` also loads the folders (or Hub repos) of diffusers' own pipelines
 of the same models, `HUB_LAYOUTS`: `ScoreSdeVePipeline` (NCSN++, e.g. ``google/ncsnpp-celebahq-256``) and
 `DDPMPipeline`, `DDIMPipeline`, `PNDMPipeline` (e.g. ``google/ddpm-cifar10-32``). The scheduler becomes the
-score-SDE scheduler of the same SDE (`SCHEDULER_SWAPS`; its `from_config` maps the sigmas, betas and sampler settings) and the data range
-is the one that folder's pipeline samples in; the model is called as that pipeline calls it (see `HUB_LAYOUTS`).
+score-SDE scheduler of the same SDE (`SCHEDULER_SWAPS`; its `from_config` maps the sigmas, betas and sampler
+settings), the data range is the one that folder's pipeline samples in, and the model is called as that pipeline
+calls it (see `HUB_LAYOUTS`). The same scheduler serves every pipeline: the PC loop steps with it, the ODE and
+likelihood pipelines read its SDE and model conventions.
+
+Generic loading. `save_pretrained` also makes every saved folder loadable by diffusers' generic loader,
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (see `ScoreSdePipelineMixin.save_pretrained`).
 """
 
 import itertools
@@ -41,8 +46,8 @@ DEFAULT_DATA_RANGE = (-1.0, 1.0)
 #: reads a score (`VESDEScheduler`: ``timestep_type="sigma"``, ``prediction_type="score"``; the Hub's NCSN++
 #: `UNet2DModel` has a Fourier embedding of sigma and divides its output by sigma) and clamps samples to [0, 1]
 #: (score_sde's uncentred data, ``data.centered = False``); `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` call
-#: ``unet(x, t)`` at DDPM's integer steps (`VPSDEScheduler`: ``timestep_type="discrete"``, the DDPM config's ``prediction_type``)
-#: and sample in [-1, 1].
+#: ``unet(x, t)`` at DDPM's integer steps (`VPSDEScheduler`: ``timestep_type="discrete"``, the DDPM config's
+#: ``prediction_type``) and sample in [-1, 1].
 HUB_LAYOUTS = {
     "ScoreSdeVePipeline": (0.0, 1.0),
     "DDPMPipeline": (-1.0, 1.0),
@@ -133,7 +138,7 @@ class ScoreSdePipelineMixin:
         index = cls.load_config(path, **download)
         name = index.get("_class_name")
         if name not in HUB_LAYOUTS:
-            if isinstance(name, str) and hasattr(diffusers, name):
+            if isinstance(name, str) and name in dir(diffusers):  # (dir: no import of that pipeline's code)
                 ours = "the score-SDE pipelines (ScoreSdePCPipeline, ScoreSdeODEPipeline, ScoreSdeLikelihoodPipeline, ...)"
                 raise ValueError(
                     f"{path} holds a {name} (model_index.json's _class_name), which {cls.__name__} cannot load. "
