@@ -26,8 +26,9 @@ from diffusers import (
     UNet2DModel,
 )
 
-from scoresde_diffusers import VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers import TimeDependentClassifier, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.pipelines import (
+    ScoreSdeClassConditionalPipeline,
     ScoreSdeInpaintPipeline,
     ScoreSdeLikelihoodPipeline,
     ScoreSdeODEPipeline,
@@ -164,6 +165,15 @@ def test_ddpm_folder_samples(pipeline_class, ddpm_folder):
     pipe = load(pipeline_class, ddpm_folder)
     out = pipe(batch_size=2, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all() and out.nfe == 4
+
+
+def test_ddpm_folder_loads_into_the_class_conditional_pipeline_with_a_classifier(ddpm_folder):
+    # The folder has no classifier: it is passed, as any component missing from a folder.
+    classifier = TimeDependentClassifier(sample_size=8, in_channels=3, num_classes=2, block_out_channels=(8,), norm_num_groups=4)
+    pipe = load(ScoreSdeClassConditionalPipeline, ddpm_folder, classifier=classifier)
+    assert type(pipe.scheduler) is VPSDEScheduler and pipe.classifier is classifier and pipe.data_range == (-1.0, 1.0)
+    out = pipe(class_labels=[0, 1], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all()
 
 
 def test_pndm_folder_loads_like_a_ddpm_folder(tmp_path):
