@@ -74,6 +74,7 @@ class ScoreSdeSchedulerMixin:
         # diffusers writes `_class_name` only into saved files; kept in memory too, a config handed to another
         # class's `from_config` still says where it came from (VP and sub-VP configs have the same keys).
         self.register_to_config(_class_name=type(self).__name__)
+        self.register_to_config(**self._derived_config())
         self.sde = sde
         self.num_inference_steps = None
         self.timesteps = None
@@ -87,9 +88,20 @@ class ScoreSdeSchedulerMixin:
         """(config key, registry) pairs whose values must be registered names."""
         return (("prediction_type", PREDICTION_TYPES), ("timestep_type", TIMESTEP_MAPS))
 
+    def _derived_config(self) -> dict:
+        """Hook: config entries computed from the others, written into the config for other libraries' schedulers
+        to read (VP: DDPM's ``beta_start``/``beta_end``, so swaps work both ways); never read back by this class."""
+        return {}
+
     @classmethod
     def _convert_foreign_config(cls, config: dict) -> dict:
         """Hook: rewrite the config of another scheduler class into this one's keys (VP maps DDPM betas)."""
+        return config
+
+    @classmethod
+    def _drop_derived_config(cls, config: dict, overrides: dict) -> dict:
+        """Hook: remove (after checking them) the `_derived_config` entries from a config about to be loaded, so
+        they are recomputed from the keys they derive from, also when `overrides` change those."""
         return config
 
     @classmethod
@@ -106,6 +118,7 @@ class ScoreSdeSchedulerMixin:
                 config.pop("_use_default_values", None)
                 config = cls._convert_foreign_config(config)
                 cls._check_sde_type(config)
+            config = cls._drop_derived_config(config, kwargs)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
