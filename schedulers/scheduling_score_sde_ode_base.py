@@ -8,41 +8,23 @@ dy/du = (y - D) / u (see `scoresde_diffusers.sampling.exponential_integrators`),
 a noise level rather than at a time, which fits every SDE with one setting.
 """
 
-import inspect
 from typing import Optional
 
 import torch
 
 from scoresde_diffusers.registry import SDES
 from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
-from scoresde_diffusers.sdes import SDE
+from scoresde_diffusers.sdes import sde_of_scheduler
 from scoresde_diffusers.utils import compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
-
-#: How each SDE's models are usually called when the config does not say: (prediction_type, timestep_type,
-#: sampling_eps). VE models (NCSN++) predict the score from sigma; VP-family models (DDPM) predict epsilon from
-#: the integer step. The eps values are score_sde's.
-SDE_CONVENTIONS = {"ve": ("score", "sigma", 1e-5)}
-DEFAULT_CONVENTION = ("epsilon", "discrete", 1e-3)
-
-#: The SDE behind the configs of other scheduler classes, for `from_config`.
-SDE_OF_SCHEDULER = {"VESDEScheduler": "ve", "ScoreSdeVeScheduler": "ve", "VPSDEScheduler": "vp", "SubVPSDEScheduler": "subvp"}
 
 #: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
 PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector")
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
-
-
-def build_sde(sde_type: str, num_train_timesteps: int, **parameters) -> SDE:
-    """The SDE registered as `sde_type`, built from those of `parameters` (``beta_min``, ``sigma_max``, ...) that
-    its constructor takes; `num_train_timesteps` is passed as ``N`` where the SDE has one."""
-    sde_class = SDES.get(sde_type)
-    accepted = inspect.signature(sde_class).parameters
-    return sde_class(**{k: v for k, v in {**parameters, "N": num_train_timesteps}.items() if k in accepted})
 
 
 class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
@@ -55,13 +37,20 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
 
     def _init_ode_scheduler(self) -> None:
         config = self.config
-        prediction_type, timestep_type, sampling_eps = SDE_CONVENTIONS.get(config.sde_type, DEFAULT_CONVENTION)
-        # Unset conventions are resolved here and written back, so a saved config says what was used.
-        resolved = {"prediction_type": prediction_type, "timestep_type": timestep_type, "sampling_eps": sampling_eps}
+        try:
+            sde_class = SDES.get(config.sde_type)
+        except ValueError as err:
+            raise ValueError(f"sde_type={config.sde_type!r} is not allowed: {err}") from None
+        # Unset conventions come from the SDE class and are written back, so a saved config says what was used.
+        resolved = {
+            "prediction_type": sde_class.default_prediction_type,
+            "timestep_type": sde_class.default_timestep_type,
+            "sampling_eps": sde_class.default_sampling_eps,
+        }
         self.register_to_config(**{k: v for k, v in resolved.items() if config[k] is None})
         try:
-            sde = build_sde(
-                config.sde_type, config.num_train_timesteps,
+            sde = sde_class.from_parameters(
+                config.num_train_timesteps,
                 beta_min=config.beta_min, beta_max=config.beta_max, sigma_min=config.sigma_min, sigma_max=config.sigma_max,
             )  # fmt: skip
         except ValueError as err:
@@ -85,9 +74,10 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         class name, a DDPM-style config (``beta_start``, ``beta_end``) as the VP SDE; drop the PC-only keys."""
         config = {k: v for k, v in config.items() if k not in PC_ONLY_KEYS}
         if "sde_type" not in config:
-            name = config.get("_class_name")
+            # The SDE that lists the config's class; a config built in memory has no class name: VE if it has only
+            # VE's parameters, else a DDPM-style (VP) one.
             is_ve = "sigma_max" in config and not {"beta_min", "beta_start"} & set(config)
-            config["sde_type"] = SDE_OF_SCHEDULER.get(name, "ve" if is_ve else "vp")
+            config["sde_type"] = sde_of_scheduler(config.get("_class_name")) or ("ve" if is_ve else "vp")
         return ddpm_betas_to_vp(config) if config["sde_type"] != "ve" else config
 
     def _derived_config(self) -> dict:
@@ -137,4 +127,4 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         return ScoreSdeSchedulerOutput(*output) if return_dict else output
 
 
-__all__ = ["DEFAULT_CONVENTION", "FINAL_SIGMAS_TYPES", "SDE_CONVENTIONS", "ScoreSdeODESchedulerMixin", "build_sde"]
+__all__ = ["FINAL_SIGMAS_TYPES", "ScoreSdeODESchedulerMixin"]

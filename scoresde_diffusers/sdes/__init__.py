@@ -12,4 +12,12 @@ def get_sde(name: str, **kwargs) -> SDE:
     return SDES.get(name)(**kwargs)
 
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "get_sde", "SDES"]
+def sde_of_scheduler(class_name: str):
+    """The name of the registered SDE whose `scheduler_class_names` lists the scheduler class `class_name`, or None."""
+    for name in SDES.names():
+        if class_name in getattr(SDES.get(name), "scheduler_class_names", ()):
+            return name
+    return None
+
+
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "get_sde", "sde_of_scheduler", "SDES"]

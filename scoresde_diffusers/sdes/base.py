@@ -7,6 +7,7 @@ eqs. (5), (6), (13) and Appendix B.
 """
 
 import abc
+import inspect
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -28,6 +29,28 @@ class SDE(abc.ABC):
     name: str = ""
     #: End time of the forward process.
     T: float = 1.0
+
+    # Conventions of the models trained under this SDE, read by the schedulers when a config leaves them unset, so
+    # that a new SDE is one class and one registration, with no table of SDE names anywhere else. The defaults are
+    # score_sde's for the VP family: models predict epsilon (-sigma x score) from DDPM's integer step, and
+    # sampling stops at t = 1e-3 (Song et al. 2021, Appendix C).
+    #: The `prediction_type` of this SDE's models when a scheduler's config does not say.
+    default_prediction_type: str = "epsilon"
+    #: The `timestep_type` (a name in `TIMESTEP_MAPS`) of this SDE's models when a scheduler's config does not say.
+    default_timestep_type: str = "discrete"
+    #: The end time of sampling grids when a scheduler's config does not say.
+    default_sampling_eps: float = 1e-3
+    #: Names of scheduler classes (ours and diffusers') whose configs describe this SDE, for `from_config` swaps.
+    scheduler_class_names: Tuple[str, ...] = ()
+
+    @classmethod
+    def from_parameters(cls, num_train_timesteps: Optional[int] = None, **parameters) -> "SDE":
+        """Build the SDE from those of `parameters` (e.g. a scheduler config's ``beta_min``, ``sigma_max``) that its
+        constructor takes, ignoring the rest and None values; `num_train_timesteps` is passed as ``N`` where the SDE
+        has one."""
+        accepted = inspect.signature(cls).parameters
+        values = {**parameters, "N": num_train_timesteps}
+        return cls(**{k: v for k, v in values.items() if k in accepted and v is not None})
 
     # ------------------------------------------------------------------ what a subclass defines
     @abc.abstractmethod

@@ -26,6 +26,7 @@ class SubVPSDE(VPSDE):
     """
 
     name = "subvp"
+    scheduler_class_names = ("SubVPSDEScheduler",)
 
     def diffusion(self, t):
         # -2 beta_min t - (beta_max - beta_min) t^2 = 4 log m(t)

@@ -25,6 +25,11 @@ class VESDE(SDE):
     """
 
     name = "ve"
+    # NCSN++ models predict the score from sigma(t) (it divides its output by sigma); score_sde stops VE at 1e-5.
+    default_prediction_type = "score"
+    default_timestep_type = "sigma"
+    default_sampling_eps = 1e-5
+    scheduler_class_names = ("VESDEScheduler", "ScoreSdeVeScheduler")
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         if not 0 < sigma_min < sigma_max:

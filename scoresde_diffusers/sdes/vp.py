@@ -26,6 +26,7 @@ class VPSDE(SDE):
     """
 
     name = "vp"
+    scheduler_class_names = ("VPSDEScheduler", "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler")
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         if not 0 < beta_min <= beta_max:
