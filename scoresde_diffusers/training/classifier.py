@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from ..models.classifier import MLPClassifier, TimeDependentClassifier
-from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json_atomic
+from .checkpointing import CheckpointParts, load_checkpoint, resolve_checkpoint, save_checkpoint, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +228,12 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_train_steps)
     classifier, optimizer, dataloader, lr_scheduler = accelerator.prepare(classifier, optimizer, dataloader, lr_scheduler)
 
+    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1)
+    parts = CheckpointParts(model=classifier, optimizer=optimizer, lr_scheduler=lr_scheduler, generators={"noise": generator})
     global_step, loss_history = 0, []
     resume = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     if resume is not None:
-        state = load_checkpoint(accelerator, resume, output_dir)
+        state = load_checkpoint(accelerator, resume, parts, output_dir)
         global_step, loss_history = int(state["step"]), state.get("loss_history", [])
         logger.info("Resumed from %s at step %d", resume, global_step)
 
@@ -239,7 +241,6 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
         return {"step": global_step, "loss_history": loss_history, "config": dataclasses.asdict(config)}
 
     # 3. Cross-entropy on x_t at t ~ U(eps, 1), the mixture over times of reference 000.
-    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1 + global_step)
     progress = tqdm(total=config.max_train_steps, initial=global_step, disable=not (config.progress_bar and accelerator.is_local_main_process), desc="classifier")
     classifier.train()
     while global_step < config.max_train_steps:
@@ -259,12 +260,12 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
                 loss_history.append([global_step, float(accelerator.gather(loss.detach().reshape(1)).mean())])
                 progress.set_postfix(loss=f"{loss_history[-1][1]:.3f}")
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, training_state(), config.checkpoints_total_limit)
+                save_checkpoint(accelerator, output_dir, global_step, training_state(), parts, config.checkpoints_total_limit)
             if global_step >= config.max_train_steps:
                 break
     progress.close()
     if config.checkpointing_steps:
-        save_checkpoint(accelerator, output_dir, global_step, training_state(), config.checkpoints_total_limit)
+        save_checkpoint(accelerator, output_dir, global_step, training_state(), parts, config.checkpoints_total_limit)
 
     # 4. Save, report the held-out accuracy by noise level, optionally push.
     accelerator.wait_for_everyone()

@@ -8,8 +8,8 @@ Song et al. (2021), Appendix H (EMA 0.999/0.9999, sampling and training eps).
 
 Multi-process: data is sharded by `accelerator.prepare`, every process computes the loss on its shard and the
 gradients are averaged; only the main process writes sample grids, the final pipeline, the plots and the Hub
-upload. Checkpoints are written by `accelerator.save_state` (each process its RNG state) and switched in atomically
-by the main process.
+upload. Checkpoints (`checkpointing.py`: safetensors and JSON only, each process its RNG states) are switched in
+atomically by the main process.
 """
 
 import inspect
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..data import TrainingData, load_training_data
 from ..models.mlp import MLPScoreModel
 from ..models.unet_presets import MODEL_PRESETS, PRESET_PARAMETRIZATION, create_unet
-from .checkpointing import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint, write_json_atomic
+from .checkpointing import CheckpointError, CheckpointParts, load_checkpoint, resolve_checkpoint, save_checkpoint, write_json_atomic
 from .config import TrainingConfig
 from .losses import get_loss
 from .plotting import save_loss_plot, save_samples_figure
@@ -164,24 +164,6 @@ def generate_samples(model, scheduler, data: TrainingData, num_samples: int, num
     return samples.float().cpu()
 
 
-class NoiseGenerator:
-    """The generator of the training times and noise, checkpointed with the run (`register_for_checkpointing`).
-
-    A dedicated generator, rather than the global RNG, makes a resumed run draw exactly the noise of an
-    uninterrupted one: the global RNG is also consumed by things a resume does differently (creating a data loader
-    iterator draws a base seed from it).
-    """
-
-    def __init__(self, seed: int, device="cpu"):
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator_state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator_state"])
-
-
 def _tracker_config(config: TrainingConfig) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
 
@@ -279,6 +261,9 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
             use_ema_warmup=config.ema_warmup,
             inv_gamma=config.ema_inv_gamma,
             power=config.ema_power,
+            # with the class and config, `save_pretrained` writes the EMA as a loadable model folder
+            model_cls=type(model),
+            model_config=model.config,
         )
     if len(data.dataset) < config.train_batch_size * accelerator.num_processes:
         raise ValueError(
@@ -289,10 +274,12 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    # Different noise on every process (their data shards differ too).
-    noise = NoiseGenerator(config.seed + 1_000_003 * accelerator.process_index, device=accelerator.device)
-    accelerator.register_for_checkpointing(noise)
+    # A dedicated generator of the training times and noise, rather than the global RNG, makes a resumed run draw
+    # exactly the noise of an uninterrupted one: the global RNG is also consumed by things a resume does differently
+    # (creating a data loader iterator draws a base seed from it). Different noise on every process (their data
+    # shards differ too).
+    noise = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1_000_003 * accelerator.process_index)
+    parts = CheckpointParts(model=model, optimizer=optimizer, lr_scheduler=lr_scheduler, ema=ema, generators={"noise": noise})
 
     if accelerator.is_main_process:
         accelerator.init_trackers("score_sde_training", config=_tracker_config(config))
@@ -309,7 +296,7 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
     # 3. Resume: model, optimiser, schedule, EMA and RNG states, then the step and the loss history.
     global_step, history = 0, []
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, output_dir)
+        state = load_checkpoint(accelerator, checkpoint, parts, output_dir)
         global_step = int(state["step"])
         history = [list(h) for h in state.get("loss_history", []) if h[0] <= global_step]
         logger.info(f"Resumed from {checkpoint} at step {global_step}.")
@@ -359,7 +346,7 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
             x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    loss = loss_fn(model, x0, generator=noise.generator).loss
+                    loss = loss_fn(model, x0, generator=noise).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -386,7 +373,7 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
                     logs["ema_decay"] = ema.cur_decay_value
                 accelerator.log(logs, step=global_step)
             if global_step % config.checkpointing_steps == 0 and global_step < config.max_train_steps:
-                save_checkpoint(accelerator, output_dir, global_step, training_state(epoch), config.checkpoints_total_limit)
+                save_checkpoint(accelerator, output_dir, global_step, training_state(epoch), parts, config.checkpoints_total_limit)
             if config.sample_every and global_step % config.sample_every == 0 and global_step < config.max_train_steps:
                 save_samples(os.path.join("samples", f"step-{global_step:07d}.png"))
             if global_step >= config.max_train_steps:
@@ -399,7 +386,7 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
     elapsed = time.time() - start
 
     # 5. The end: a last checkpoint, the EMA pipeline, the sample grid, the loss curve, the card, the Hub.
-    save_checkpoint(accelerator, output_dir, global_step, training_state(epoch), config.checkpoints_total_limit)
+    save_checkpoint(accelerator, output_dir, global_step, training_state(epoch), parts, config.checkpoints_total_limit)
     samples = None
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
