@@ -1,14 +1,14 @@
 """Evaluate a trained score-SDE pipeline: FID and KID of its samples against a data set, and bits/dim of a data set
 split under its likelihood. Writes a JSON report.
 
-    python examples/evaluate.py --pipeline ./my-pipeline --dataset digits --num-samples 2000 \
-        --num-inference-steps 20 --inception-weights ~/weights-inception-2015-12-05-6726825d.pth --out report.json
+    python examples/evaluate.py --pipeline ./my-pipeline --dataset digits --num_samples 2000 \
+        --num_inference_steps 20 --inception_weights ~/weights-inception-2015-12-05-6726825d.pth --out report.json
 
 FID / KID use torchmetrics (``pip install torchmetrics torch-fidelity``). The Inception-v3 weights are never
-downloaded: they come from ``--inception-weights`` or the torch hub cache, and a clear error says what to do when
-they are in neither. ``--feature-extractor pixels`` (raw pixels, for toy data and tests) or ``module:callable`` (a
+downloaded: they come from ``--inception_weights`` or the torch hub cache, and a clear error says what to do when
+they are in neither. ``--feature_extractor pixels`` (raw pixels, for toy data and tests) or ``module:callable`` (a
 function returning a `torch.nn.Module` that maps uint8 images (N, C, H, W) to features (N, F)) replaces Inception.
-Bits/dim runs `ScoreSdeLikelihoodPipeline.evaluate` on ``--bpd-samples`` items of the data set (0 to skip).
+Bits/dim runs `ScoreSdeLikelihoodPipeline.evaluate` on ``--bpd_samples`` items of the data set (0 to skip).
 """
 
 import argparse
@@ -32,7 +32,7 @@ def feature_extractor(spec: str):
         return PixelFeatures()
     module, _, attr = spec.partition(":")
     if not attr:
-        raise ValueError(f"--feature-extractor must be 'pixels' or 'module:callable', got {spec!r}.")
+        raise ValueError(f"--feature_extractor must be 'pixels' or 'module:callable', got {spec!r}.")
     return getattr(importlib.import_module(module), attr)()
 
 
@@ -66,26 +66,46 @@ def sample(pipe_path: str, args, count: int) -> torch.Tensor:
     return torch.cat(chunks), nfe, pipe
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
+#: (flag, keyword arguments) of every option; each also answers to its dashed spelling (hidden), as before.
+OPTIONS = [
+    ("--pipeline", dict(required=True, help="Folder (or Hub id) of a saved score-SDE pipeline.")),
+    ("--dataset", dict(default="digits", help="Built-in name, local folder or Hub data set of the real images.")),
+    ("--split", dict(default="train", help="Split of the data set.")),
+    ("--resolution", dict(type=int, default=None, help="Image size of the data set (None: its built-in size / 32).")),
+    ("--num_samples", dict(type=int, default=1000, help="Generated and real images for FID / KID.")),
+    ("--batch_size", dict(type=int, default=256, help="Images per sampling / likelihood batch.")),
+    ("--sampler", dict(choices=["ode", "pc", "adaptive"], default="ode", help="Pipeline that generates the images: probability-flow ODE, predictor-corrector, or adaptive-step SDE.")),
+    ("--num_inference_steps", dict(type=int, default=None, help="Sampler steps (None: the pipeline's default; not used by the adaptive sampler).")),
+    ("--solver", dict(default=None, help="ODE solver name (ODE sampler; None: the pipeline's default).")),
+    ("--no_fid", dict(action="store_true", help="Skip FID / KID.")),
+    ("--inception_weights", dict(default=None, help="Path of the FID Inception-v3 weights file (None: the torch hub cache).")),
+    ("--feature_extractor", dict(default=None, help="'pixels' or 'module:callable' instead of Inception (None: Inception).")),
+    ("--kid_subset_size", dict(type=int, default=1000, help="Subset size of the KID estimate.")),
+    ("--bpd_samples", dict(type=int, default=0, help="Data items for bits/dim (0: skip).")),
+    ("--bpd_rtol", dict(type=float, default=1e-5, help="Relative and absolute tolerance of the likelihood ODE solve.")),
+    ("--device", dict(default="cpu", help="torch device to sample on.")),
+    ("--seed", dict(type=int, default=0, help="Seed of the sampling noise and the likelihood's Hutchinson probes.")),
+    ("--out", dict(default="evaluation.json", help="Path of the JSON report.")),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    for flag, kwargs in OPTIONS:
+        parser.add_argument(flag, **kwargs)
+        if "_" in flag:
+            dest = flag[2:]
+            hidden = {k: v for k, v in kwargs.items() if k in ("type", "choices", "action")}
+            parser.add_argument(flag.replace("_", "-"), dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden)
+    return parser
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", required=True, help="folder (or Hub id) of a saved score-SDE pipeline")
-    parser.add_argument("--dataset", default="digits", help="built-in name, local folder or Hub data set")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--resolution", type=int, default=None)
-    parser.add_argument("--num-samples", type=int, default=1000, help="generated and real images for FID / KID")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--sampler", choices=["ode", "pc", "adaptive"], default="ode")
-    parser.add_argument("--num-inference-steps", type=int, default=None)
-    parser.add_argument("--solver", default=None, help="ODE solver name (ODE sampler)")
-    parser.add_argument("--no-fid", action="store_true", help="skip FID / KID")
-    parser.add_argument("--inception-weights", default=None, help="path of the FID Inception-v3 weights file")
-    parser.add_argument("--feature-extractor", default=None, help="'pixels' or 'module:callable' instead of Inception")
-    parser.add_argument("--kid-subset-size", type=int, default=1000)
-    parser.add_argument("--bpd-samples", type=int, default=0, help="data items for bits/dim (0: skip)")
-    parser.add_argument("--bpd-rtol", type=float, default=1e-5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="evaluation.json")
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from scoresde_diffusers.data import load_training_data

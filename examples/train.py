@@ -3,10 +3,11 @@
 
     python examples/train.py                                   # VP model of the 8x8 digits, CPU, ~8 minutes
     accelerate launch examples/train.py --dataset path/to/images --resolution 32 --sde ve
-    accelerate launch --num_processes 2 --cpu examples/train.py --max_train_steps 100
+    accelerate launch --multi_gpu --num_processes 2 examples/train.py --cpu --max_train_steps 100   # 2 CPU processes
 
-All options: ``python examples/train.py --help``; the guide is docs/training.md. The script is only the command
-line: the work is `scoresde_diffusers.training.train`.
+diffusers' ``train_unconditional.py`` flag names work too (``--dataset_name``, ``--train_data_dir``,
+``--num_epochs``, ``--logger``, ...). All options: ``python examples/train.py --help``; the guide is
+docs/training.md. The script is only the command line: the work is `scoresde_diffusers.training.train`.
 """
 
 import sys

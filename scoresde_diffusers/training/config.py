@@ -98,7 +98,7 @@ class TrainingConfig:
     sample_every: int = _opt(500, "Save a sample grid every N steps (0: only at the end).")
     save_images_epochs: Optional[int] = _opt(None, "Save a sample grid every N epochs instead of every --sample_every steps (diffusers' flag).")
     num_sample_images: int = _opt(64, "Samples in a grid.", aliases=["--eval_batch_size"])
-    num_inference_steps: int = _opt(200, "Predictor steps of the PC sampler for the grids.", aliases=["--ddpm_num_inference_steps"])
+    num_inference_steps: int = _opt(200, "Steps of the saved scheduler's sampler (its predictor, and corrector if any) for the sample grids.", aliases=["--ddpm_num_inference_steps"])
     predictor: Optional[str] = _opt(None, "Predictor of the saved scheduler (default: the scheduler's).")
     corrector: Optional[str] = _opt(None, "Corrector of the saved scheduler (default: the scheduler's).")
     snr: Optional[float] = _opt(None, "Corrector signal-to-noise ratio (default: the scheduler's).")

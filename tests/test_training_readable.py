@@ -1,0 +1,100 @@
+"""Command lines and runs a user can read: every option of every example has help text and shows its default, one
+flag style (underscores), long periodic work is announced, and the model card names the sampler that runs."""
+
+import importlib.util
+import logging
+import re
+from pathlib import Path
+
+import argparse
+import pytest
+
+from scoresde_diffusers.training import TrainingConfig, build_parser, train
+from scoresde_diffusers.training.classifier import build_classifier_parser
+from scoresde_diffusers.training.hub import describe_sampler
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _evaluate_module():
+    spec = importlib.util.spec_from_file_location("evaluate_example_cli", EXAMPLES / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PARSERS = {
+    "train.py": build_parser,
+    "train_classifier.py": build_classifier_parser,
+    "evaluate.py": lambda: _evaluate_module().build_parser(),
+}
+
+
+def _visible_options(parser):
+    return [a for a in parser._actions if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_every_option_has_help_and_shows_its_default(script):
+    parser = PARSERS[script]()
+    options = parser.format_help().split("\noptions:\n", 1)[1]
+    entries = {entry.split()[0].rstrip(","): entry for entry in re.split(r"\n  (?=-)", "\n" + options) if entry.strip()}
+    for action in _visible_options(parser):
+        assert action.help and action.help.strip(), f"{script}: {action.option_strings} has no help"
+        assert "(default:" in entries[action.option_strings[0]], f"{script}: {action.option_strings[0]} does not show its default"
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_one_flag_style_underscores(script):
+    for action in _visible_options(PARSERS[script]()):
+        for flag in action.option_strings:
+            name = flag[len("--no-") :] if flag.startswith("--no-") else flag[2:]
+            assert "-" not in name, f"{script}: {flag} uses dashes"
+
+
+def test_evaluate_keeps_its_dashed_flags_as_hidden_aliases():
+    parser = _evaluate_module().build_parser()
+    args = parser.parse_args(["--pipeline", "p", "--num-samples", "5", "--no-fid", "--bpd-rtol", "0.01"])
+    assert (args.num_samples, args.no_fid, args.bpd_rtol) == (5, True, 0.01)
+    assert parser.parse_args(["--pipeline", "p"]).num_samples == 1000
+    assert "--num-samples" not in parser.format_help()
+
+
+def test_train_docstring_shows_the_two_process_cpu_command_that_works():
+    doc = (EXAMPLES / "train.py").read_text()
+    assert "accelerate launch --multi_gpu --num_processes 2 examples/train.py --cpu" in doc
+    assert not re.search(r"accelerate launch --num_processes \d+ --cpu", doc)
+
+
+def test_checkpoints_and_sample_grids_are_announced_in_the_log(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    train(TrainingConfig(
+        output_dir=str(tmp_path), dataset="four_gaussians", num_samples=256, train_batch_size=64, mlp_hidden_dim=16, mlp_layers=1,
+        max_train_steps=4, checkpointing_steps=2, sample_every=2, num_sample_images=8, num_inference_steps=3, report_to="none", progress_bar=False,
+    ))  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    for what in ("Step 2: writing checkpoint-2", "Step 2: sampling 8 images (3 steps) into samples/step-0000002.png", "Step 4: writing checkpoint-4"):
+        assert any(m == f"{what} ..." for m in messages), what
+        assert any(m.startswith(f"{what}: done in ") for m in messages), what
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"predictor": "euler_maruyama", "corrector": "none", "snr": 0.16}, "Euler-Maruyama (no corrector)"),
+        ({"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16}, "predictor-corrector: reverse diffusion + Langevin (snr 0.16)"),
+        ({"predictor": "none", "corrector": "ald", "snr": 0.2}, "annealed Langevin dynamics only (no predictor, snr 0.2)"),
+    ],
+)
+def test_samplers_are_named_by_what_runs(config, expected):
+    assert describe_sampler(config) == expected
+
+
+def test_the_model_card_names_the_saved_sampler(tmp_path):
+    out = tmp_path / "run"
+    train(TrainingConfig(
+        output_dir=str(out), dataset="four_gaussians", num_samples=256, train_batch_size=64, mlp_hidden_dim=16, mlp_layers=1,
+        max_train_steps=2, checkpointing_steps=2, sample_every=0, num_sample_images=8, num_inference_steps=3, report_to="none", progress_bar=False,
+    ))  # fmt: skip
+    card = (out / "README.md").read_text()
+    assert "**Sampler:** Euler-Maruyama (no corrector)" in card and "Euler-Maruyama (no corrector), 3 steps" in card
