@@ -40,6 +40,7 @@ TOY = dict(
         (["--learning_rate", "1e-4"], "learning_rate", 1e-4),
         (["--adam_weight_decay", "1e-6"], "adam_weight_decay", 1e-6),
         (["--checkpoints_total_limit", "5"], "checkpoints_total_limit", 5),
+        (["--save_model_epochs", "5"], "save_model_epochs", 5),
     ],
     ids=lambda v: v[0] if isinstance(v, list) else None,
 )
@@ -55,8 +56,11 @@ def _image_folder(path, count=8, size=8):
     return str(path)
 
 
-def test_a_train_unconditional_command_line_runs_our_trainer(tmp_path, monkeypatch):
-    """diffusers' flags only (plus a tiny model): an imagefolder, epochs, grids every epoch logged to TensorBoard."""
+def test_a_train_unconditional_command_line_runs_our_trainer(tmp_path, monkeypatch, caplog):
+    """diffusers' flags only (plus a tiny model): an imagefolder, epochs, grids every epoch logged to TensorBoard,
+    the pipeline written every epoch."""
+    import logging
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -65,17 +69,19 @@ def test_a_train_unconditional_command_line_runs_our_trainer(tmp_path, monkeypat
 
     folder = _image_folder(tmp_path / "images")
     out = tmp_path / "run"
+    caplog.set_level(logging.INFO)
     result = train_script.main([
         "--dataset_name", "imagefolder", "--train_data_dir", folder, "--cache_dir", str(tmp_path / "cache"),
         "--output_dir", str(out), "--resolution", "8", "--center_crop", "--random_flip", "--train_batch_size", "4",
-        "--num_epochs", "2", "--save_images_epochs", "1", "--checkpointing_steps", "2", "--use_ema", "--ema_max_decay", "0.99",
+        "--num_epochs", "2", "--save_images_epochs", "1", "--save_model_epochs", "1", "--checkpointing_steps", "2", "--use_ema", "--ema_max_decay", "0.99",
         "--learning_rate", "1e-4", "--lr_warmup_steps", "1", "--logger", "tensorboard", "--eval_batch_size", "4",
         "--ddpm_num_inference_steps", "3", "--mixed_precision", "no",
         "--width", "8", "--channel_mult", "1", "2", "--no-progress_bar",
     ])  # fmt: skip
     assert result.global_step == 4  # 2 epochs of 8 images / batch 4
     recorded = json.loads((out / "training_config.json").read_text())
-    assert (recorded["dataset"], recorded["max_train_steps"], recorded["sample_every"]) == (folder, 4, 2)
+    assert (recorded["dataset"], recorded["max_train_steps"], recorded["sample_every"], recorded["save_pipeline_every"]) == (folder, 4, 2, 2)
+    assert f"Step 2: writing the EMA pipeline into {out} ..." in [r.getMessage() for r in caplog.records]
     assert (out / "samples" / "step-0000002.png").exists() and (out / "checkpoint-2").is_dir()
     event_dirs = {root for root, _, names in os.walk(out / "logs") if any("tfevents" in name for name in names)}
     image_tags = [tag for d in event_dirs for tag in EventAccumulator(d, size_guidance={"images": 0}).Reload().Tags()["images"]]
@@ -125,3 +131,19 @@ def test_imagefolder_needs_its_folder_and_one_data_set(tmp_path):
     with pytest.raises(ValueError, match="name two data sets"):
         TrainingConfig(dataset="two_moons", train_data_dir=str(tmp_path))
     assert TrainingConfig(train_data_dir=str(tmp_path)).dataset == str(tmp_path)
+
+
+def test_dataset_name_takes_a_saved_dataset_folder(tmp_path):
+    """`--dataset_name` of a `save_to_disk` folder (diffusers: "a local copy of a dataset in your filesystem")."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+    images = [PIL.Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)) for _ in range(8)]
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(tmp_path / "saved"))
+    config = parse_args([
+        "--dataset_name", str(tmp_path / "saved"), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "4", "--num_epochs", "1",
+        "--width", "8", "--channel_mult", "1", "2", "--eval_batch_size", "4", "--ddpm_num_inference_steps", "2", "--logger", "none", "--no-progress_bar",
+    ])  # fmt: skip
+    result = train(config)
+    assert result.global_step == 2
+    assert json.loads((tmp_path / "run" / "unet" / "config.json").read_text())["in_channels"] == 1

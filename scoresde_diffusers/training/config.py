@@ -105,7 +105,9 @@ class TrainingConfig:
     sampling_eps: Optional[float] = _opt(None, "Last time of the sampling grid (default: the scheduler's).")
 
     # ------------------------------------------------------------------ checkpoints and logging
-    checkpointing_steps: int = _opt(500, "Save an accelerate checkpoint every N steps (also at the end).")
+    checkpointing_steps: int = _opt(500, "Save a checkpoint (safetensors and JSON, resumable) every N steps (also at the end).")
+    save_pipeline_every: int = _opt(0, "Also write the EMA pipeline into output_dir every N steps (0: only at the end).")
+    save_model_epochs: Optional[int] = _opt(None, "Write the EMA pipeline every N epochs instead of every --save_pipeline_every steps (diffusers' flag).")
     checkpoints_total_limit: Optional[int] = _opt(3, "Keep at most this many checkpoints (None: all).")
     resume_from_checkpoint: Optional[str] = _opt(None, "'latest' or a checkpoint folder to resume from.")
     report_to: str = _opt("tensorboard", "accelerate trackers: tensorboard, wandb, all, or none.", aliases=["--logger"], choices=["tensorboard", "wandb", "all", "none"])
@@ -122,6 +124,8 @@ class TrainingConfig:
     def __post_init__(self):
         if self.train_batch_size < 1 or self.max_train_steps < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("train_batch_size, max_train_steps and gradient_accumulation_steps must be >= 1.")
+        if self.sample_every < 0 or self.save_pipeline_every < 0:
+            raise ValueError(f"sample_every and save_pipeline_every must be >= 0 (0: only at the end), got {self.sample_every} and {self.save_pipeline_every}.")
         if self.checkpointing_steps < 1:
             raise ValueError(f"checkpointing_steps must be >= 1, got {self.checkpointing_steps}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
@@ -132,7 +136,7 @@ class TrainingConfig:
             raise ValueError(f"num_channels must be 1 or 3 (or None: that of the images), got {self.num_channels}.")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16, bf16 or None (the accelerate config's), got {self.mixed_precision!r}.")
-        for name in ("num_epochs", "save_images_epochs"):
+        for name in ("num_epochs", "save_images_epochs", "save_model_epochs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or None), got {getattr(self, name)}.")
         self._resolve_train_data_dir()

@@ -311,6 +311,8 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
         config = dataclasses.replace(config, max_train_steps=config.num_epochs * updates_per_epoch)
     if config.save_images_epochs is not None:
         config = dataclasses.replace(config, sample_every=config.save_images_epochs * updates_per_epoch)
+    if config.save_model_epochs is not None:
+        config = dataclasses.replace(config, save_pipeline_every=config.save_model_epochs * updates_per_epoch)
     lr_scheduler = accelerator.prepare(
         get_scheduler(
             config.lr_scheduler,
@@ -397,9 +399,16 @@ def save_samples(run: TrainingRun, name: str) -> Optional[torch.Tensor]:
     return samples
 
 
+def save_pipeline(run: TrainingRun) -> None:
+    """The `ScoreSdePCPipeline` of the EMA weights into the run folder (main process)."""
+    if run.accelerator.is_main_process:
+        with run.ema_weights() as model:
+            make_pipeline(model, run.scheduler, run.data.data_range).save_pretrained(run.config.output_dir)
+
+
 def periodic_work(run: TrainingRun, step_loss: float) -> None:
-    """4. After an update: log the loss, and on schedule write a checkpoint and a sample grid (never at the last
-    step: `finish_training` does both)."""
+    """4. After an update: log the loss, and on schedule write a checkpoint, a sample grid and the pipeline (never
+    at the last step: `finish_training` does all three)."""
     config, step = run.config, run.global_step
     if step % config.log_every == 0 or step == config.max_train_steps:
         logs = {"loss": step_loss, "lr": run.lr_scheduler.get_last_lr()[0]}
@@ -412,6 +421,9 @@ def periodic_work(run: TrainingRun, step_loss: float) -> None:
         checkpoint_now(run.accelerator, config.output_dir, step, run.training_state(), run.parts, config.checkpoints_total_limit)
     if config.sample_every and step % config.sample_every == 0:
         save_samples(run, os.path.join("samples", f"step-{step:07d}.png"))
+    if config.save_pipeline_every and step % config.save_pipeline_every == 0:
+        with announced(run.accelerator, f"Step {step}: writing the EMA pipeline into {config.output_dir}"):
+            save_pipeline(run)
 
 
 def training_loop(run: TrainingRun) -> None:
@@ -446,9 +458,9 @@ def finish_training(run: TrainingRun) -> Optional[torch.Tensor]:
     checkpoint_now(accelerator, config.output_dir, run.global_step, run.training_state(), run.parts, config.checkpoints_total_limit)
     samples = None
     if accelerator.is_main_process:
-        with run.ema_weights() as model:
-            make_pipeline(model, run.scheduler, run.data.data_range).save_pretrained(config.output_dir)
-            card_config = {**config.to_dict(), "model_class": f"{type(model).__name__} ({run.num_params / 1e6:.2f}M parameters)"}
+        save_pipeline(run)
+        model_class = type(accelerator.unwrap_model(run.model)).__name__
+        card_config = {**config.to_dict(), "model_class": f"{model_class} ({run.num_params / 1e6:.2f}M parameters)"}
         samples = save_samples(run, GRID_FILENAME)
         save_loss_plot(run.history, os.path.join(config.output_dir, LOSS_PLOT_FILENAME), title=f"{config.loss} loss, {config.sde} SDE, {run.data.name}")
         with open(os.path.join(config.output_dir, LOSS_HISTORY_FILENAME), "w", encoding="utf-8") as f:
@@ -511,6 +523,7 @@ __all__ = [
     "generate_samples",
     "periodic_work",
     "resume_training",
+    "save_pipeline",
     "setup_training",
     "train",
     "training_loop",
