@@ -147,3 +147,11 @@ def test_dataset_name_takes_a_saved_dataset_folder(tmp_path):
     result = train(config)
     assert result.global_step == 2
     assert json.loads((tmp_path / "run" / "unet" / "config.json").read_text())["in_channels"] == 1
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("not a folder")
+    with pytest.raises(ValueError, match="--output_dir .* is a file; give a folder"):
+        train(TrainingConfig(output_dir=str(path), **TOY))
+    assert path.read_text() == "not a folder"

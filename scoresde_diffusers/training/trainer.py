@@ -6,6 +6,13 @@ score-matching loss (`losses.py`), the score-SDE scheduler that the model is tra
 recipe: score_sde's ``run_lib.train`` and configs (Adam, lr 2e-4, warm-up, grad_clip 1, EMA), as in
 Song et al. (2021), Appendix H (EMA 0.999/0.9999, sampling and training eps).
 
+`train` is five steps, each a function of a `TrainingRun` (the set-up objects and the progress of the run):
+`setup_training` (accelerator, data, model, optimiser, EMA; nothing is written before all of it succeeded),
+`resume_training`, `training_step` (one micro-batch; an update after the last one of an accumulation),
+`periodic_work` (log, checkpoint, sample grid, pipeline) and `finish_training` (last checkpoint, EMA pipeline, grid,
+loss curve, model card, Hub). The accelerator, resuming, the progress bar and the announced long work are shared with
+the classifier trainer (`scaffolding.py`).
+
 Multi-process: data is sharded by `accelerator.prepare`, every process computes the loss on its shard and the
 gradients are averaged; only the main process writes sample grids, the final pipeline, the plots and the Hub
 upload. Checkpoints (`checkpointing.py`: safetensors and JSON only, each process its RNG states) are switched in
