@@ -1,4 +1,4 @@
-"""The four-Gaussian demo of reference 000, on the exact score: forward diffusion, then sampling back with the
+"""The four-Gaussian demo (a 2-D mixture of four unequal, correlated Gaussians), on the exact score: forward diffusion, then sampling back with the
 predictor-corrector sampler and the probability-flow ODE, for the VE, VP and sub-VP SDEs.
 
     python examples/four_gaussians.py [--output_dir outputs/four_gaussians] [--num_samples 2000]

@@ -22,7 +22,7 @@ from diffusers.utils import BaseOutput
 
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin
-from scoresde_diffusers.utils import compute_dtype
+from scoresde_diffusers.utils import check_finite, compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -119,8 +119,11 @@ class ScoreSdePipelineMixin:
             return (int(batch_size), config.dim)
         raise ValueError("The model's config has neither `sample_size` (images) nor `dim` (vectors): cannot tell the sample shape.")
 
-    def check_sample(self, sample: torch.Tensor, batch_size: Optional[int] = None) -> None:
-        """A clear error when `sample` is not a tensor of the shape the model expects (and `batch_size` rows)."""
+    def check_sample(
+        self, sample: torch.Tensor, batch_size: Optional[int] = None, name: str = "sample", allow_integer: bool = False
+    ) -> None:
+        """A clear error, naming the argument `name`, when `sample` is not a finite floating-point tensor (integers
+        too when `allow_integer`, e.g. 8-bit images) of the shape the model expects (and `batch_size` rows)."""
         expected = self.sample_shape(1)[1:]
         if not isinstance(sample, torch.Tensor):
             raise ValueError(f"Expected a torch.Tensor of shape (B, {', '.join(map(str, expected))}); got {type(sample).__name__}.")
@@ -132,6 +135,13 @@ class ScoreSdePipelineMixin:
             )
         if batch_size is not None and sample.shape[0] != batch_size:
             raise ValueError(f"Expected {batch_size} samples (batch_size), got {sample.shape[0]} in a tensor of shape {tuple(sample.shape)}.")
+        if not (sample.is_floating_point() or allow_integer):
+            raise ValueError(
+                f"{name} must be a floating-point tensor, got dtype {sample.dtype}: the sampler's arithmetic would be "
+                f"done in integers. Convert it with `.float()`."
+            )
+        if sample.is_floating_point() or sample.is_complex():
+            check_finite(sample, name, f"pass finite values as `{name}`.")
 
     # ------------------------------------------------------------------ the model
     @property

@@ -21,9 +21,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, to_score
-from scoresde_diffusers.sampling.timesteps import t_to_timestep, timestep_to_t
+from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
-from scoresde_diffusers.utils import append_dims, compute_dtype
+from scoresde_diffusers.utils import append_dims, check_finite, compute_dtype, describe
 
 
 @dataclass
@@ -136,8 +136,33 @@ class ScoreSdeSchedulerMixin:
 
     @staticmethod
     def _check_sampling_eps(eps: float) -> None:
-        if not 0 < eps < 1:
-            raise ValueError(f"sampling_eps must lie in (0, 1), got {eps}.")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"sampling_eps must lie in (0, 1), got {eps!r}.")
+
+    @property
+    def model_min_time(self) -> float:
+        """The first continuous time at which the model is defined under ``timestep_type``: 1/N for ``discrete``
+        (the model's step 0), 0 for the continuous maps. No grid this scheduler builds goes below it."""
+        return model_min_time(self.sde, self.config.timestep_type, self.config.num_train_timesteps)
+
+    def resolve_sampling_eps(self, sampling_eps: Optional[float] = None, default: Optional[float] = None) -> float:
+        """The end time of a grid (or start time of a likelihood): `sampling_eps` if given, which must lie in
+        [`model_min_time`, 1); otherwise `default` (``config.sampling_eps`` if None) raised to `model_min_time`,
+        so that the model is never called at a time it was not trained on."""
+        t_min = self.model_min_time
+        if sampling_eps is None:
+            eps = max(float(self.config.sampling_eps if default is None else default), t_min)
+            self._check_sampling_eps(eps)
+            return eps
+        self._check_sampling_eps(sampling_eps)
+        if sampling_eps < t_min * (1 - 1e-9):
+            raise ValueError(
+                f"sampling_eps={sampling_eps:g} is below t = {t_min:g}, the first time the model was trained on "
+                f"(timestep_type={self.config.timestep_type!r}, num_train_timesteps={self.config.num_train_timesteps}: "
+                f"model timestep {float(self.t_to_timestep(torch.tensor(t_min, dtype=torch.float64))):g}); "
+                f"use sampling_eps >= {t_min:g}."
+            )
+        return float(sampling_eps)
 
     # ------------------------------------------------------------------ time
     @property
@@ -212,9 +237,9 @@ class ScoreSdeSchedulerMixin:
             return expected
         value = _as_tensor(timestep).detach().to("cpu", torch.float64).flatten()
         if not torch.isfinite(value).all():
-            raise ValueError(f"`timestep` must be finite, got {timestep!r}; pass the values of `scheduler.timesteps`.")
+            raise ValueError(f"`timestep` must be finite, got {describe(timestep)}; pass the values of `scheduler.timesteps`.")
         if value.numel() == 0 or not torch.all(value == value[0]):
-            raise ValueError(f"`timestep` must be a scalar or a batch of equal values, got {timestep!r}.")
+            raise ValueError(f"`timestep` must be a scalar or a batch of equal values, got {describe(timestep)}.")
         value = value[0]
         distance = (self._timesteps_f64 - value).abs()
         tolerance = 1e-5 * max(1.0, abs(float(value)))
@@ -242,8 +267,14 @@ class ScoreSdeSchedulerMixin:
                 f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
                 f"they must be equal."
             )
-        if not torch.isfinite(model_output).all():
-            raise ValueError("model_output contains NaN or infinite values; the score model diverged.")
+        # Blame the input when it is the input that is not finite: a NaN latent is the caller's, not the model's.
+        check_finite(sample, "sample", "check the latents, images or data passed in (and earlier steps' outputs).")
+        check_finite(
+            model_output,
+            "model_output",
+            "the score model returned them for a finite sample: check its weights, its dtype (float16 overflows) "
+            "and that the timesteps are inside the range it was trained on.",
+        )
 
     def get_score(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The score grad log p_t(sample) that `model_output` stands for under `prediction_type`."""
@@ -326,9 +357,8 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
             sampling_eps (`float`, *optional*): last time of the grid; defaults to ``config.sampling_eps``.
         """
         self.num_inference_steps = self._check_num_inference_steps(num_inference_steps)
-        eps = self.config.sampling_eps if sampling_eps is None else sampling_eps
-        self._check_sampling_eps(eps)
-        self.sampling_eps = float(eps)
+        eps = self.resolve_sampling_eps(sampling_eps)
+        self.sampling_eps = eps
         t_grid = torch.linspace(self.sde.T, eps, self.num_inference_steps, dtype=torch.float64)
         self._t_next = torch.cat([t_grid[1:], t_grid.new_zeros(1)])
         self._set_grid(t_grid, t_grid, device)

@@ -95,9 +95,8 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
         ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
         config = self.config
-        eps = config.sampling_eps if sampling_eps is None else sampling_eps
-        self._check_sampling_eps(eps)
-        t_end = max(float(eps), t_from_noise_level(self.sde, config.min_noise_level))
+        eps = self.resolve_sampling_eps(sampling_eps)
+        t_end = max(eps, t_from_noise_level(self.sde, config.min_noise_level))
         if not t_end < self.sde.T:
             raise ValueError(f"min_noise_level={config.min_noise_level} is above the prior's noise level: the grid would be empty.")
         if num_points == 1:

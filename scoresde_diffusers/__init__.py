@@ -1,136 +1,61 @@
-"""scoresde_diffusers: score-based generative modelling through SDEs (Song et al., ICLR 2021) for diffusers."""
+"""scoresde_diffusers: score-based generative modelling through SDEs (Song et al., ICLR 2021) for diffusers.
+
+Names are imported lazily, the first time they are used (PEP 562, as diffusers does with its `_LazyModule`):
+``import scoresde_diffusers.sdes`` or ``from scoresde_diffusers import VPSDE`` loads the SDE mathematics and torch
+only, not diffusers, accelerate, the pipelines or the trainer.
+"""
+
+import importlib
+from typing import Any, Dict, List
 
 __version__ = "0.1.0"
 
-from .registry import CORRECTORS, ODE_SOLVERS, PREDICTORS, SDES, TIMESTEP_MAPS, Registry
-from .sdes import SDE, SubVPSDE, VESDE, VPSDE, get_sde
-from .sampling import PREDICTION_TYPES, from_score, to_score
-from .models import (
-    MODEL_PRESETS,
-    GaussianMixtureClassifier,
-    GaussianMixtureScoreModel,
-    MLPClassifier,
-    MLPScoreModel,
-    TimeDependentClassifier,
-    TimeDependentClassifierOutput,
-    create_unet,
-)
-from .schedulers import (
-    ScoreSdeDPMSolverMultistepScheduler,
-    ScoreSdeHeunScheduler,
-    ScoreSdeODESchedulerMixin,
-    ScoreSdePCSchedulerMixin,
-    ScoreSdeSchedulerMixin,
-    ScoreSdeSchedulerOutput,
-    SubVPSDEScheduler,
-    VESDEScheduler,
-    VPSDEScheduler,
-)
-from .sampling import (
-    SDE_SOLVERS,
-    TIME_GRIDS,
-    dpm_solver_multistep,
-    gotta_go_fast,
-    requires_sde,
-    t_from_noise_level,
-    time_grid,
-)
-from .sampling.ode_solvers import ODESolution, get_ode_solver
-from .evaluation import image_distribution_metrics, mixture_sample_metrics
-from .likelihood import (
-    bits_per_dim,
-    dequantize,
-    dequantized_log_likelihood,
-    divergence_exact,
-    divergence_hutchinson,
-    ode_log_likelihood,
-)
-from .data import DATASETS, load_training_data
-from .training import LOSSES, ClassifierTrainingConfig, TrainingConfig, get_loss, train, train_classifier
+# Public name -> the submodule that defines it. A registry is taken from the module whose import fills it with the
+# built-in entries, so that ``from scoresde_diffusers import PREDICTORS`` lists the predictors.
+_IMPORT_STRUCTURE: Dict[str, List[str]] = {
+    "registry": ["Registry"],
+    "sdes": ["SDE", "SDES", "SubVPSDE", "VESDE", "VPSDE", "get_sde"],
+    "sampling": [
+        "CORRECTORS", "ODE_SOLVERS", "PREDICTION_TYPES", "PREDICTORS", "SDE_SOLVERS", "TIMESTEP_MAPS", "TIME_GRIDS",
+        "dpm_solver_multistep", "from_score", "gotta_go_fast", "requires_sde", "t_from_noise_level", "time_grid",
+        "to_score",
+    ],
+    "sampling.ode_solvers": ["ODESolution", "get_ode_solver"],
+    "models": [
+        "MODEL_PRESETS", "GaussianMixtureClassifier", "GaussianMixtureScoreModel", "MLPClassifier", "MLPScoreModel",
+        "TimeDependentClassifier", "TimeDependentClassifierOutput", "create_unet",
+    ],
+    "schedulers": [
+        "ScoreSdeDPMSolverMultistepScheduler", "ScoreSdeHeunScheduler", "ScoreSdeODESchedulerMixin",
+        "ScoreSdePCSchedulerMixin", "ScoreSdeSchedulerMixin", "ScoreSdeSchedulerOutput", "SubVPSDEScheduler",
+        "VESDEScheduler", "VPSDEScheduler",
+    ],
+    "evaluation": ["image_distribution_metrics", "mixture_sample_metrics"],
+    "likelihood": [
+        "bits_per_dim", "dequantize", "dequantized_log_likelihood", "divergence_exact", "divergence_hutchinson",
+        "ode_log_likelihood",
+    ],
+    "data": ["DATASETS", "load_training_data"],
+    "training": ["LOSSES", "ClassifierTrainingConfig", "TrainingConfig", "get_loss", "train", "train_classifier"],
+    "pipelines": [
+        "ScoreSdeAdaptivePipeline", "ScoreSdeAnnealedLangevinPipeline", "ScoreSdeClassConditionalPipeline",
+        "ScoreSdeColorizationPipeline", "ScoreSdeInpaintPipeline", "ScoreSdeLikelihoodEvaluation",
+        "ScoreSdeLikelihoodOutput", "ScoreSdeLikelihoodPipeline", "ScoreSdeODEPipeline", "ScoreSdePCPipeline",
+        "ScoreSdePipelineMixin", "ScoreSdePipelineOutput",
+    ],
+}
+_MODULE_OF_NAME = {name: module for module, names in _IMPORT_STRUCTURE.items() for name in names}
+__all__ = sorted(_MODULE_OF_NAME)
 
-# Pipelines last: they import the schedulers and the sampling code above.
-from .pipelines import (
-    ScoreSdeAdaptivePipeline,
-    ScoreSdeAnnealedLangevinPipeline,
-    ScoreSdeClassConditionalPipeline,
-    ScoreSdeColorizationPipeline,
-    ScoreSdeInpaintPipeline,
-    ScoreSdeLikelihoodEvaluation,
-    ScoreSdeLikelihoodOutput,
-    ScoreSdeLikelihoodPipeline,
-    ScoreSdeODEPipeline,
-    ScoreSdePCPipeline,
-    ScoreSdePipelineMixin,
-    ScoreSdePipelineOutput,
-)
 
-__all__ = [
-    "SDE_SOLVERS",
-    "ScoreSdeAdaptivePipeline",
-    "TIME_GRIDS",
-    "dpm_solver_multistep",
-    "gotta_go_fast",
-    "image_distribution_metrics",
-    "mixture_sample_metrics",
-    "requires_sde",
-    "t_from_noise_level",
-    "time_grid",
-    "ClassifierTrainingConfig",
-    "GaussianMixtureClassifier",
-    "MLPClassifier",
-    "ScoreSdeClassConditionalPipeline",
-    "ScoreSdeColorizationPipeline",
-    "ScoreSdeInpaintPipeline",
-    "TimeDependentClassifier",
-    "TimeDependentClassifierOutput",
-    "train_classifier",
-    "DATASETS",
-    "LOSSES",
-    "MLPScoreModel",
-    "MODEL_PRESETS",
-    "TrainingConfig",
-    "create_unet",
-    "get_loss",
-    "load_training_data",
-    "train",
-    "ODESolution",
-    "ScoreSdeAnnealedLangevinPipeline",
-    "ScoreSdeLikelihoodEvaluation",
-    "ScoreSdeLikelihoodOutput",
-    "ScoreSdeLikelihoodPipeline",
-    "ScoreSdeODEPipeline",
-    "ScoreSdePCPipeline",
-    "ScoreSdePipelineMixin",
-    "ScoreSdePipelineOutput",
-    "bits_per_dim",
-    "dequantize",
-    "dequantized_log_likelihood",
-    "divergence_exact",
-    "divergence_hutchinson",
-    "get_ode_solver",
-    "ode_log_likelihood",
-    "CORRECTORS",
-    "GaussianMixtureScoreModel",
-    "ODE_SOLVERS",
-    "PREDICTION_TYPES",
-    "PREDICTORS",
-    "Registry",
-    "SDE",
-    "SDES",
-    "ScoreSdeDPMSolverMultistepScheduler",
-    "ScoreSdeHeunScheduler",
-    "ScoreSdeODESchedulerMixin",
-    "ScoreSdePCSchedulerMixin",
-    "ScoreSdeSchedulerMixin",
-    "ScoreSdeSchedulerOutput",
-    "SubVPSDE",
-    "SubVPSDEScheduler",
-    "TIMESTEP_MAPS",
-    "VESDE",
-    "VESDEScheduler",
-    "VPSDE",
-    "VPSDEScheduler",
-    "from_score",
-    "get_sde",
-    "to_score",
-]
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF_NAME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

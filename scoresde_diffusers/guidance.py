@@ -67,7 +67,7 @@ def classifier_log_prob(
 def classifier_gradient(
     classifier, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor, num_classes: Optional[int] = None
 ) -> torch.Tensor:
-    """grad_x log p_t(y | x) of a time-dependent classifier, by autograd (reference 002 section 5.5), same shape
+    """grad_x log p_t(y | x) of a time-dependent classifier, by autograd (Song et al. 2021, section 5, eq. 14), same shape
     as `sample`; works inside ``torch.no_grad()`` (samplers run there). Samples are independent, so the gradient
     of the sum over the batch is each sample's own gradient."""
     with torch.enable_grad():
@@ -89,7 +89,7 @@ def impute(
     noise: torch.Tensor,
 ) -> torch.Tensor:
     """x <- mask * x + (1 - mask) * (m(t) y + sigma(t) z): the known part of `sample` replaced by a sample of
-    the forward-noised observation y (score_sde's `get_pc_inpainter`; reference 002 Algorithm 4, line 6).
+    the forward-noised observation y (score_sde's `get_pc_inpainter`; Song et al. 2021, Appendix I.2).
 
     Args:
         sample (`torch.Tensor`): x_t, shape (B, ...).
@@ -105,9 +105,22 @@ def impute(
     return mask * sample + (1 - mask) * noised
 
 
+def _check_binary(mask: torch.Tensor, allowed: str) -> None:
+    other = ~((mask == 0) | (mask == 1))
+    if other.any():
+        values = torch.unique(mask[other])
+        shown = ", ".join(f"{v:g}" for v in values[:4].tolist()) + (", ..." if values.numel() > 4 else "")
+        raise ValueError(
+            f"mask_image must hold only {allowed} (1 = repaint, 0 = keep); {int(other.sum())} of {mask.numel()} "
+            f"entries are other values ({shown}). Binarize it first, e.g. `(mask >= 0.5).float()`."
+        )
+
+
 def prepare_mask(mask_image, sample_shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """A {0, 1} float mask broadcastable to `sample_shape` (B, C, H, W) or (B, D), diffusers' convention: white (1,
-    255) = repaint, black (0) = keep; values are thresholded at 0.5 (of 1, or of 255 for PIL and uint8).
+    255) = repaint, black (0) = keep. PIL masks are thresholded at half white, as diffusers' inpainting pipelines
+    do (their edges are often anti-aliased); a tensor or array must hold only 0 and 1 (0 and 255 as uint8): any
+    other value (0.5, 2) would silently repaint or keep pixels the caller did not mean, so it is a ValueError.
 
     Accepts a PIL image (or a list of them, one per sample; converted to gray), a numpy array or a tensor of
     shape (H, W), (1, H, W), (C, H, W), (B, 1, H, W), (B, C, H, W), numpy's (H, W, 1) / (B, H, W, 1), or, for
@@ -122,11 +135,14 @@ def prepare_mask(mask_image, sample_shape: Sequence[int], dtype: torch.dtype = t
     elif isinstance(mask_image, np.ndarray):
         array = mask_image.astype(np.float32) / (255.0 if mask_image.dtype == np.uint8 else 1.0)
         mask = torch.from_numpy(array)
+        _check_binary(mask, "0 and 255" if mask_image.dtype == np.uint8 else "0 and 1")
         # numpy images are channels-last: (H, W, 1) / (B, H, W, 1|C) -> channels-first.
         if len(shape) == 4 and mask.ndim >= 3 and mask.shape[-1] in (1, shape[1]) and mask.shape[-2] == shape[3] and mask.shape[-1] != shape[3]:
             mask = mask.movedim(-1, -3)
     elif isinstance(mask_image, torch.Tensor):
-        mask = mask_image.detach().float()
+        is_uint8 = mask_image.dtype == torch.uint8
+        mask = mask_image.detach().float() / (255.0 if is_uint8 else 1.0)
+        _check_binary(mask, "0 and 255" if is_uint8 else "0 and 1")
     else:
         raise ValueError(f"mask_image must be a PIL image, a list of them, a numpy array or a torch tensor; got {type(mask_image).__name__}.")
     if len(shape) == 4 and mask.ndim == 2:

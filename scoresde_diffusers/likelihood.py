@@ -6,9 +6,9 @@ and Grathwohl et al. (2019, FFJORD) for the instantaneous change of variables an
 
 **The augmented ODE.** Along a trajectory of dx/dt = f~(x, t), the probability-flow drift
 f~ = f - 1/2 g^2 grad log p_t (Song et al. eq. 13), the log-density obeys d log p_t(x_t)/dt = -div f~(x_t, t)
-(reference 001 eq. 20). Integrating from t = eps to T,
+(Chen et al. 2018, Theorem 1). Integrating from t = eps to T,
 
-    log p_eps(x) = log p_T(x_T) + \int_eps^T div f~(x_t, t) dt,                      (reference 001 eq. 21)
+    log p_eps(x) = log p_T(x_T) + \int_eps^T div f~(x_t, t) dt,                      (Song et al. 2021, eq. 40)
 
 so one ODE solve of the state [x, Delta] with d[x, Delta]/dt = [f~(x, t), div f~(x, t)] from [x, 0] at eps gives
 the latent z = x_T and log p_eps(x) = log p_T(z) + Delta(T). The divergence is the trace of the Jacobian of f~:

@@ -28,3 +28,53 @@ def batch_norm(x: torch.Tensor) -> torch.Tensor:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype to do sampler arithmetic in: half precisions are upcast to float32, float64 stays float64."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def describe(value, max_entries: int = 6) -> str:
+    """A short description of `value` for an error message: small values as they are, a large tensor or array by its
+    shape, dtype and range, so that a message never prints a whole tensor."""
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
+        tensor = torch.as_tensor(value)
+        if tensor.numel() <= max_entries:
+            return f"{tensor.tolist()!r}" if tensor.ndim else f"{tensor.item()!r}"
+        text = f"a tensor of shape {tuple(tensor.shape)} and dtype {tensor.dtype}"
+        if tensor.is_floating_point() or tensor.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            finite = tensor[torch.isfinite(tensor)] if tensor.is_floating_point() else tensor
+            if finite.numel():
+                text += f" with values in [{finite.min().item():.4g}, {finite.max().item():.4g}]"
+        return text
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def non_finite_summary(tensor: torch.Tensor) -> str:
+    """How many entries of `tensor` are NaN or infinite and where the first one is, e.g. ``"3 of 64 entries
+    (first at index (0, 5))"``; empty when every entry is finite."""
+    bad = ~torch.isfinite(tensor)
+    count = int(bad.sum())
+    if count == 0:
+        return ""
+    first = tuple(int(i) for i in bad.nonzero()[0].tolist())
+    return f"{count} of {tensor.numel()} entries (first at index {first})"
+
+
+def check_finite(tensor: torch.Tensor, name: str, hint: str) -> None:
+    """Raise a ValueError naming `name`, how many entries are NaN/inf and where, and `hint` (what to check)."""
+    summary = non_finite_summary(tensor)
+    if summary:
+        raise ValueError(f"{name} has NaN or infinite values in {summary}; {hint}")
+
+
+def check_in_range(tensor: torch.Tensor, data_range, name: str, tolerance: float = 1e-4) -> None:
+    """Raise a ValueError naming `name` when entries of `tensor` are NaN/inf or outside `data_range` (by more than
+    `tolerance` of its width), with how many and the range they span."""
+    check_finite(tensor, name, f"pass finite values in the data range {list(data_range)}.")
+    low, high = (float(v) for v in data_range)
+    slack = tolerance * (high - low)
+    outside = (tensor < low - slack) | (tensor > high + slack)
+    if outside.any():
+        raise ValueError(
+            f"{name} must lie in the model's data range {[low, high]}; {int(outside.sum())} of {tensor.numel()} "
+            f"entries are outside (values from {float(tensor.min()):.4g} to {float(tensor.max()):.4g}). Tensors are "
+            f"taken in the data range; pass PIL images, arrays in [0, 1] or uint8 in [0, 255] to have them mapped."
+        )

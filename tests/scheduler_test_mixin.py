@@ -252,11 +252,25 @@ class SchedulerCommonTest:
             outs.append(self.sample_with(s, self.mixture_model(s), x, model_times=True))
         torch.testing.assert_close(outs[1], outs[0], rtol=1e-7, atol=1e-7)
 
+    def test_the_grid_starts_where_a_discrete_model_is_defined(self):
+        # A DDPM model saw steps 0..N-1 only; with N = 20 the first trained time 1/N is far above every default eps.
+        scheduler = self.make_scheduler(timestep_type="discrete", num_train_timesteps=20)
+        scheduler.set_timesteps(self.num_inference_steps)
+        assert float(scheduler.timesteps.min()) >= -1e-6
+        assert float(scheduler.timestep_times.min()) >= 1 / 20 - 1e-12
+
+    def test_an_explicit_eps_below_the_models_first_trained_time_is_refused(self):
+        scheduler = self.make_scheduler(timestep_type="discrete", num_train_timesteps=20)
+        with pytest.raises(ValueError, match=r"sampling_eps=0.001 is below t = 0.05, the first time the model was trained on"):
+            scheduler.set_timesteps(self.num_inference_steps, sampling_eps=1e-3)
+
     @pytest.mark.parametrize("timestep_type", TIMESTEP_MAPS.names())
     def test_timestep_types_agree(self, timestep_type):
-        # The grid in continuous time does not depend on how it is shown to the model.
-        reference = self.make_scheduler(timestep_type="continuous", **self.deterministic_config)
+        # The grid in continuous time does not depend on how it is shown to the model (once it ends where the model
+        # is defined: a `discrete` model's grid ends at t = 1/N at the earliest).
         scheduler = self.make_scheduler(timestep_type=timestep_type, **self.deterministic_config)
+        eps = scheduler.resolve_sampling_eps()
+        reference = self.make_scheduler(timestep_type="continuous", sampling_eps=eps, **self.deterministic_config)
         x = self.sample((16, 2), dtype=torch.float64)
         outs = []
         for s in (reference, scheduler):
@@ -365,7 +379,16 @@ class SchedulerCommonTest:
         x = self.sample((4, 2))
         out = self.model_output(x)
         out[1, 0] = bad_value
-        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
+        with pytest.raises(ValueError, match=r"model_output has NaN or infinite values in 1 of 8 entries \(first at index \(1, 0\)\)"):
+            scheduler.step(out, scheduler.timesteps[0], x)
+
+    def test_non_finite_sample_is_reported_as_the_input_not_the_model(self):
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(self.num_inference_steps)
+        x = self.sample((4, 2))
+        x[2, 1] = float("nan")
+        out = self.model_output(x)
+        with pytest.raises(ValueError, match=r"sample has NaN or infinite values in 1 of 8 entries \(first at index \(2, 1\)\)"):
             scheduler.step(out, scheduler.timesteps[0], x)
 
     def test_add_noise_timesteps_outside_range(self):
@@ -517,7 +540,7 @@ class PCSchedulerCommonTest(SchedulerCommonTest):
             scheduler.step_correct(self.sample((4, 3)), x)
         out = self.model_output(x)
         out[1, 0] = float("nan")
-        with pytest.raises(ValueError, match="model_output contains NaN or infinite"):
+        with pytest.raises(ValueError, match="model_output has NaN or infinite values in 1 of 8 entries"):
             scheduler.step_correct(out, x)
         timestep = scheduler.t_to_timestep(torch.tensor(1.5, dtype=torch.float64))
         with pytest.raises(ValueError, match=r"outside \[eps, 1\]"):

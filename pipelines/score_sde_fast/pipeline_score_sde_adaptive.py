@@ -85,9 +85,7 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         self.check_output_type(output_type)
         self.check_scheduler()
         sde_solver = get_sde_solver(solver)
-        eps = self.scheduler.config.sampling_eps if sampling_eps is None else sampling_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self.scheduler.sde.T:
-            raise ValueError(f"sampling_eps must lie in (0, {self.scheduler.sde.T}), got {eps!r}.")
+        eps = self.scheduler.resolve_sampling_eps(sampling_eps)
 
         # 2. The prior sample x_1.
         device, dtype = self._execution_device, compute_dtype(self.unet.dtype)
@@ -95,7 +93,7 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
-            self.check_sample(latents, batch_size)
+            self.check_sample(latents, batch_size, name="latents")
             latents = latents.to(device=device, dtype=dtype)
         sample = latents * self.scheduler.init_noise_sigma
         self.reset_nfe()

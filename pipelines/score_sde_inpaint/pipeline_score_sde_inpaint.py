@@ -11,6 +11,7 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.guidance import impute, prepare_mask
+from scoresde_diffusers.utils import check_in_range
 
 from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
 from ..score_sde_conditional.pipeline_score_sde_conditional import check_sampler
@@ -31,15 +32,25 @@ class _Imputation:
 def preprocess_image(image, data_range: Tuple[float, float], dtype: Optional[torch.dtype] = None, device=None) -> torch.Tensor:
     """`image` as a float tensor in the model's data range, channels first.
 
-    Tensors are taken to be in the data range already (like ``output_type="pt"`` outputs), shape (B, C, H, W),
-    (C, H, W) or, for vector data, (B, D). PIL images (one or a list) and numpy arrays are images in [0, 1]
-    (uint8 in [0, 255]), numpy ones channels-last ((H, W), (H, W, C) or (B, H, W, C)); both are mapped linearly
-    from [0, 1] onto `data_range`. The result has `dtype` (default: a floating tensor's own dtype, else float32).
+    Floating-point tensors are taken to be in the data range already (like ``output_type="pt"`` outputs), shape
+    (B, C, H, W), (C, H, W) or, for vector data, (B, D); uint8 tensors are 8-bit images in [0, 255], as in the
+    likelihood pipeline. PIL images (one or a list) and numpy arrays are images in [0, 1] (uint8 in [0, 255]),
+    numpy ones channels-last ((H, W), (H, W, C) or (B, H, W, C)). Images in [0, 1] or [0, 255] are mapped
+    linearly onto `data_range`. The result has `dtype` (default: a floating tensor's own dtype, else float32).
+    Other integer tensors are a ValueError (is 1 the data's maximum, or 1/255 of it?).
     """
+    low, high = data_range
     if isinstance(image, torch.Tensor):
         x = image.detach()
         x = x[None] if x.ndim == 3 else x
-        return x.to(device=device, dtype=dtype or (x.dtype if x.is_floating_point() else torch.float32))
+        if x.dtype == torch.uint8:
+            return (low + (high - low) * (x.float() / 255.0)).to(device=device, dtype=dtype or torch.float32)
+        if not x.is_floating_point():
+            raise ValueError(
+                f"image tensors must be floating point in the data range {list(data_range)}, or uint8 in [0, 255]; "
+                f"got dtype {x.dtype}."
+            )
+        return x.to(device=device, dtype=dtype or x.dtype)
     if isinstance(image, PIL.Image.Image):
         image = [image]
     if isinstance(image, (list, tuple)) and image and isinstance(image[0], PIL.Image.Image):
@@ -58,7 +69,6 @@ def preprocess_image(image, data_range: Tuple[float, float], dtype: Optional[tor
     if x.ndim != 4:
         raise ValueError(f"A numpy / PIL image must be (H, W), (H, W, C) or (B, H, W, C); got shape {tuple(image.shape)}.")
     x = x.permute(0, 3, 1, 2)
-    low, high = data_range
     return (low + (high - low) * x).to(device=device, dtype=dtype or torch.float32)
 
 
@@ -78,7 +88,7 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
     Exactness: when, within each mode of the data, known and unknown coordinates are independent and the known
     coordinates tell the modes apart at noise levels where the unknown part is still undecided, the samples are
     those of p(x_unknown | x_known) (tests/test_inpaint.py checks this on Gaussian mixtures). In general the
-    replacement is an approximation of the conditional score (reference 002 eq. 15 and below).
+    replacement is an approximation of the conditional score (Song et al. 2021, Appendix I.2).
 
     Args:
         unet (`ModelMixin`): the unconditional score model (see `ScoreSdePCPipeline`).
@@ -132,7 +142,9 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
             x = torch.from_numpy(image)  # vector data (B, D) given as numpy: values as they are
         else:
             x = preprocess_image(image, self.data_range)
-        self.check_sample(x)
+        self.check_sample(x, name="image")
+        if x.ndim == 4:  # image models: values outside the data range would be an observation the model never saw
+            check_in_range(x, self.data_range, "image")
         return x
 
     # ------------------------------------------------------------------ sampling

@@ -81,7 +81,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
     The state [x, Delta] follows d[x, Delta]/dt = [f~(x, t), div f~(x, t)] from [x, 0] at t = eps to T, where
     f~ = f - 1/2 g^2 s_theta is the probability-flow drift (eq. 13), and log p_eps(x) = log p_T(x_T) + Delta(T)
-    (reference 001 eqs. 21, 25; Song et al. Appendix D.2). The divergence is exact (autograd, one backward pass
+    (Chen et al. 2018, Theorem 1; Song et al. 2021, Appendix D.2, eqs. 39-40). The divergence is exact (autograd, one backward pass
     per dimension: small D) or Hutchinson's unbiased estimate with Rademacher or Gaussian probes held fixed along
     the trajectory (`scoresde_diffusers.likelihood`). Integer images in {0, ..., 255} are uniformly dequantized
     and the change of variables to the model's `data_range` is accounted for, so bits/dim compare with the
@@ -133,7 +133,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 data = data.permute(0, 3, 1, 2)
             elif data.ndim == 3 and c == 1 and tuple(data.shape[1:]) == (h, w):
                 data = data.unsqueeze(1)
-        self.check_sample(data)
+        self.check_sample(data, name="data", allow_integer=True)
 
         data = data.to(torch.float64)
         if discrete:
@@ -167,7 +167,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         num_inference_steps: Optional[int] = None,
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
-        sampling_eps: float = LIKELIHOOD_EPS,
+        sampling_eps: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         check_range: Optional[bool] = None,
         return_dict: bool = True,
@@ -192,8 +192,9 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             num_inference_steps (`int`, *optional*): steps of a fixed-step solver (euler, heun, rk4).
             rtol (`float`, defaults to 1e-5): relative tolerance of an adaptive solver; positive.
             atol (`float`, defaults to 1e-5): absolute tolerance of an adaptive solver; positive.
-            sampling_eps (`float`, defaults to 1e-5): the start time eps: the result is log p_eps (score_sde's
-                likelihood eps, not the scheduler's sampling eps).
+            sampling_eps (`float`, *optional*): the start time eps: the result is log p_eps. By default score_sde's
+                likelihood eps 1e-5 (not the scheduler's sampling eps), raised to the first time the model was
+                trained on (1/N for a ``discrete`` timestep map: its step 0).
             generator (`torch.Generator`, *optional*): for the dequantization noise and the probes.
             check_range (`bool`, *optional*): require continuous data to lie in `data_range` (a ValueError
                 otherwise); by default on for image-shaped models, off for vector models.
@@ -228,7 +229,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             raise ValueError(f"divergence must be one of {DIVERGENCE_METHODS + ('auto',)}, got {divergence!r}.")
         if isinstance(num_dequantization_draws, bool) or not isinstance(num_dequantization_draws, int) or num_dequantization_draws < 1:
             raise ValueError(f"num_dequantization_draws must be an integer >= 1, got {num_dequantization_draws!r}.")
-        eps = self.resolve_sampling_eps(sampling_eps)
+        eps = self.resolve_sampling_eps(sampling_eps, default=LIKELIHOOD_EPS)
         name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol)
         if not is_adaptive(ode_solver) and num_inference_steps is None:
             raise ValueError(f"Fixed-step solver {name!r} needs num_inference_steps (steps on a uniform grid from eps to 1).")

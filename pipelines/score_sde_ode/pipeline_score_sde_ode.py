@@ -19,7 +19,7 @@ from scoresde_diffusers.sampling.exponential_integrators import requires_sde
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
 from scoresde_diffusers.schedulers import ScoreSdeODESchedulerMixin
-from scoresde_diffusers.utils import compute_dtype
+from scoresde_diffusers.utils import compute_dtype, describe
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
@@ -67,12 +67,10 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         score = self.model_score(sample, t)
         return self.scheduler.sde.reverse_drift(sample, t, score, probability_flow=True)
 
-    def resolve_sampling_eps(self, sampling_eps: Optional[float]) -> float:
-        """`sampling_eps`, or the scheduler's ``config.sampling_eps``; a ValueError outside (0, T)."""
-        eps = self.scheduler.config.sampling_eps if sampling_eps is None else sampling_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self.scheduler.sde.T:
-            raise ValueError(f"sampling_eps must lie in (0, {self.scheduler.sde.T}), got {eps!r}.")
-        return float(eps)
+    def resolve_sampling_eps(self, sampling_eps: Optional[float], default: Optional[float] = None) -> float:
+        """`sampling_eps`, or `default` (the scheduler's ``config.sampling_eps`` if None): the scheduler checks it
+        against (0, T) and the first time its model was trained on."""
+        return self.scheduler.resolve_sampling_eps(sampling_eps, default=default)
 
     def resolve_solver(self, solver: Optional[str], num_inference_steps: Optional[int], rtol: float, atol: float, has_grid: bool = False):
         """The solver function for `solver` (``dopri5`` without steps or grid, `default_fixed_step_solver` with steps, ``heun`` with a grid), checking the combination."""
@@ -104,7 +102,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
                 raise ValueError("Pass either num_inference_steps or timesteps, not both.")
             grid = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
             if grid.numel() < 2 or not torch.all(grid[1:] < grid[:-1]) or grid[0] > T or grid[-1] <= 0:
-                raise ValueError(f"timesteps must be at least 2 strictly decreasing continuous times in (0, {T}]; got {timesteps!r}.")
+                raise ValueError(f"timesteps must be at least 2 strictly decreasing continuous times in (0, {T}]; got {describe(timesteps)}.")
             return grid.to(device=device, dtype=dtype)
         if is_adaptive(solver):
             return torch.tensor([T, eps], dtype=dtype, device=device)
@@ -124,7 +122,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         `default_min_noise` (at least the scheduler's ``sampling_eps``)."""
         if sampling_eps is not None:
             return self.resolve_sampling_eps(sampling_eps)
-        eps = max(t_from_noise_level(self.scheduler.sde, self.default_min_noise), self.scheduler.config.sampling_eps)
+        eps = max(t_from_noise_level(self.scheduler.sde, self.default_min_noise), self.resolve_sampling_eps(None))
         return self.resolve_sampling_eps(min(eps, 0.5 * self.scheduler.sde.T))
 
     def solve_flow(
@@ -302,7 +300,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
-            self.check_sample(latents, batch_size)
+            self.check_sample(latents, batch_size, name="latents")
             latents = latents.to(device=device, dtype=dtype)
         sample = latents * self.scheduler.init_noise_sigma
         if scheduler_steps:  # an ODE scheduler: its own grid and steps, in diffusers' loop
@@ -371,7 +369,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     # ------------------------------------------------------------------ the encoder and decoder
     def _transport(self, sample, to_latent: bool, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options):
         self.check_scheduler()
-        self.check_sample(sample)
+        self.check_sample(sample, name="latents" if not to_latent else "sample")
         name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol)
         eps = self.resolve_sampling_eps(sampling_eps)
         device, dtype = self._execution_device, self._state_dtype()

@@ -69,7 +69,7 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
-            self.check_sample(latents, batch_size)
+            self.check_sample(latents, batch_size, name="latents")
             latents = latents.to(device=device, dtype=dtype)
         return latents * scheduler.init_noise_sigma
 

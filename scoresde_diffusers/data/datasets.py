@@ -61,7 +61,7 @@ def digits(resolution: int = 8, num_samples: Optional[int] = None, seed: int = 0
 
 @DATASETS.register("four_gaussians")
 def four_gaussians(num_samples: Optional[int] = None, seed: int = 0, **_) -> TrainingData:
-    """Samples of the 2-D four-Gaussian mixture (weights 0.1-0.4, modes at (+-2, +-2); reference 000)."""
+    """Samples of the 2-D four-Gaussian mixture (weights 0.1-0.4, modes at (+-2, +-2))."""
     from ..models.gaussian_mixture import GaussianMixtureScoreModel
 
     model = GaussianMixtureScoreModel.four_gaussians()

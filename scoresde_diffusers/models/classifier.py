@@ -12,7 +12,7 @@ timestep the score model gets (the scheduler's ``timestep_type`` map), and saves
 - `TimeDependentClassifier`: a UNet encoder for images (diffusers' `DownBlock2D` residual blocks with the time
   embedding added in every block, then global average pooling and a linear head): the "encoder half of the score
   network" that Song et al. train for CIFAR-10 (Appendix I.1, a WideResNet on noisy images).
-- `MLPClassifier`: a residual MLP for vector (2-D toy) data, as reference 002 section 5.5 trains on MNIST.
+- `MLPClassifier`: a residual MLP for vector (2-D toy) data, as a small classifier for MNIST-sized data would be.
 """
 
 from dataclasses import dataclass
@@ -235,7 +235,7 @@ class TimeDependentClassifier(ModelMixin, ConfigMixin):
 
 class MLPClassifier(ModelMixin, ConfigMixin):
     r"""A time-dependent classifier for vector data (B, dim): a residual MLP whose layers add the time embedding
-    (the classifier of reference 002 section 5.5), with a linear head.
+    (a Wide-ResNet-style classifier, Song et al. 2021, Appendix I.1, at small width), with a linear head.
 
     Args:
         dim (`int`, defaults to 2): data dimension D.

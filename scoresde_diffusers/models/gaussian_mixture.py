@@ -2,7 +2,7 @@
 
 If p_0 = sum_k w_k N(mu_k, Sigma_k) and the perturbation kernel is N(m(t) x_0, sigma(t)^2 I), then
 p_t = sum_k w_k N(m(t) mu_k, m(t)^2 Sigma_k + sigma(t)^2 I) exactly, with a closed-form score and log-density.
-This model is the ground truth of every sampler and likelihood test, and the four-Gaussian demo of reference 000.
+This model is the ground truth of every sampler and likelihood test, and the four-Gaussian demo of `examples/four_gaussians.py`.
 """
 
 import math
@@ -119,7 +119,7 @@ class GaussianMixtureScoreModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def four_gaussians(cls, scheduler=None, **config) -> "GaussianMixtureScoreModel":
-        """The 2-D four-Gaussian demo distribution (reference 000): unequal weights 0.1, 0.2, 0.3, 0.4, modes at
+        """The 2-D four-Gaussian demo distribution: unequal weights 0.1, 0.2, 0.3, 0.4, modes at
         (+-2, +-2) with standard deviations 0.3-0.5 and some correlation, so that a sampler which gets the weights,
         positions or shapes wrong is caught."""
         means = [[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]]

@@ -1,6 +1,6 @@
 """Sampling building blocks: predictors, correctors, model-output parametrisations and timestep maps."""
 
-from ..registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
+from ..registry import CORRECTORS, ODE_SOLVERS, PREDICTORS, TIMESTEP_MAPS
 from . import adaptive_sde, correctors, exponential_integrators, ode_solvers, predictors, time_grids
 from .adaptive_sde import SDE_SOLVERS, gotta_go_fast
 from .exponential_integrators import dpm_solver_multistep, requires_sde

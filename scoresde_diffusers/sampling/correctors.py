@@ -1,4 +1,4 @@
-"""Correctors: one step of score-based MCMC at a fixed time t (Song et al., Algorithms 4-5; reference 002).
+"""Correctors: one step of score-based MCMC at a fixed time t (Song et al. 2021, Appendix G, Algorithms 4-5).
 
 Every corrector has the signature ``corrector(sde, x, t, score, noise, snr) -> (x_next, x_mean)`` with `t` of
 shape (B,), `score` = grad log p_t(x) and `noise` a standard normal tensor like `x`.
@@ -32,7 +32,7 @@ def langevin(sde, x, t, score, noise, snr):
 
 @CORRECTORS.register("annealed_langevin")
 def annealed_langevin(sde, x, t, score, noise, snr):
-    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019; reference 002): eps = 2 alpha (snr sigma(t))^2,
+    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019, Algorithm 1): eps = 2 alpha (snr sigma(t))^2,
     the step size proportional to the noise variance (score_sde's `AnnealedLangevinDynamics`)."""
     return _langevin_update(x, score, noise, 2 * sde.langevin_alpha(t) * (snr * sde.marginal_std(t)) ** 2)
 

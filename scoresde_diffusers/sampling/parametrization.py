@@ -4,7 +4,7 @@ With x_t = m(t) x_0 + sigma(t) eps (the perturbation kernel of the SDE) and Twee
 E[x_0 | x_t] = (x_t + sigma^2 grad log p_t(x_t)) / m, the four usual outputs are equivalent:
 
 - ``score``:        s = grad_x log p_t(x)
-- ``epsilon``:      eps = -sigma s                       (DDPM; score_sde's VP models, reference 001 "score parametrisation")
+- ``epsilon``:      eps = -sigma s                       (Ho et al. 2020; score_sde's VP models)
 - ``sample``:       x_0 = (x + sigma^2 s) / m
 - ``v_prediction``: v = m eps - sigma x_0                 (Salimans & Ho 2022, with diffusers' alpha_t = m, sigma_t = sigma)
 

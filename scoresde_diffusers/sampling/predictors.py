@@ -52,5 +52,5 @@ def probability_flow_euler(sde, x, t, t_next, score, noise):
 
 @PREDICTORS.register("none")
 def no_predictor(sde, x, t, t_next, score, noise):
-    """No predictor: corrector-only sampling (annealed Langevin dynamics of NCSN, reference 002)."""
+    """No predictor: corrector-only sampling (annealed Langevin dynamics of NCSN, Song & Ermon 2019)."""
     return x, x

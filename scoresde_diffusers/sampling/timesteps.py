@@ -26,16 +26,24 @@ import torch
 from ..registry import TIMESTEP_MAPS
 
 
+def _from_time_zero(sde, num_train_timesteps) -> float:
+    return 0.0
+
+
 class TimestepMap(NamedTuple):
-    """A pair of inverse functions between continuous time t and a model's timestep."""
+    """A pair of inverse functions between continuous time t and a model's timestep, and the first time `t_min`
+    ``(sde, num_train_timesteps) -> float`` at which a model trained under the map is defined (0 unless the map
+    says otherwise): samplers and likelihoods never call the model below it."""
 
     to_model: Callable
     to_t: Callable
+    t_min: Callable = _from_time_zero
 
 
 TIMESTEP_MAPS.register(
     "discrete",
-    TimestepMap(to_model=lambda sde, t, n: t * n - 1, to_t=lambda sde, k, n: (k + 1) / n),
+    # A DDPM model saw the integer steps 0..N-1 only: step 0 is t = 1/N, and below it the model is extrapolating.
+    TimestepMap(to_model=lambda sde, t, n: t * n - 1, to_t=lambda sde, k, n: (k + 1) / n, t_min=lambda sde, n: 1.0 / n),
 )
 TIMESTEP_MAPS.register(
     "scaled",
@@ -54,6 +62,11 @@ TIMESTEP_MAPS.register(
 def t_to_timestep(sde, t: torch.Tensor, timestep_type: str, num_train_timesteps: int) -> torch.Tensor:
     """The model timestep for continuous time `t` under the map `timestep_type`."""
     return TIMESTEP_MAPS.get(timestep_type).to_model(sde, t, num_train_timesteps)
+
+
+def model_min_time(sde, timestep_type: str, num_train_timesteps: int) -> float:
+    """The first continuous time at which a model called through the map `timestep_type` is defined."""
+    return float(TIMESTEP_MAPS.get(timestep_type).t_min(sde, num_train_timesteps))
 
 
 def timestep_to_t(sde, timestep: torch.Tensor, timestep_type: str, num_train_timesteps: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ the scheduler (`prediction_type`), so any parametrisation trains with any loss.
 | `ddpm`               | (k + 1) / N, k uniform in {0..N-1}           | sigma_k^2     | 1  (DDPM's ||eps - eps_theta||^2)       |
 
 `likelihood` is the likelihood weighting of Song, Durkan, Murray & Ermon (2021), whose loss bounds the negative
-log-likelihood (reference 001 eq. 29-30), with the importance sampling of t of reference 003 ("sample t from
+log-likelihood (Song, Durkan, Murray & Ermon 2021, Theorem 1), with their importance sampling of t ("sample t from
 q(t) proportional to 1 / sigma_t^2"; with lambda = g^2 the proposal is g^2 / sigma^2). Unbiasedness:
 
     E_{t ~ U[eps,1]} [ (g^2/sigma^2)(t) h(t) ] = int_eps^1 (g^2/sigma^2)(t) h(t) dt / (1 - eps)
@@ -33,7 +33,7 @@ the grid; the grid only sets how close the weights are to the constant Z / (1 - 
 i.e. the variance. (For VP, g^2/sigma^2 ~ 1/t near 0, which is why uniform t with lambda = g^2 is so noisy.)
 
 `eps` (1e-5 by default, score_sde's continuous-training value) truncates t away from 0 where the score blows up
-(reference 001, "Process truncation"). Reduction over the data dimensions is a mean (`reduce_mean=True`) or a sum
+(Song et al. 2021, Appendix C and H: training and sampling stop at t = eps). Reduction over the data dimensions is a mean (`reduce_mean=True`) or a sum
 (score_sde's default); the batch is always averaged.
 """
 
@@ -136,7 +136,7 @@ class LikelihoodWeightedLoss(ScoreMatchingLoss):
 @LOSSES.register("likelihood")
 class ImportanceSampledLikelihoodLoss(LikelihoodWeightedLoss):
     """Likelihood weighting lambda(t) = g(t)^2 with importance sampling of t from q(t) proportional to
-    g(t)^2 / sigma(t)^2 (reference 003; Song, Durkan, Murray & Ermon 2021). See the module docstring for why it is
+    g(t)^2 / sigma(t)^2 (Song, Durkan, Murray & Ermon 2021, section 4). See the module docstring for why it is
     exactly unbiased.
 
     Args:
