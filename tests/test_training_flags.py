@@ -155,3 +155,10 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--output_dir .* is a file; give a folder"):
         train(TrainingConfig(output_dir=str(path), **TOY))
     assert path.read_text() == "not a folder"
+
+
+def test_an_unknown_lr_scheduler_names_the_flag_and_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--lr_scheduler", "foo"])
+    error = capsys.readouterr().err
+    assert "--lr_scheduler" in error and "'foo'" in error and "cosine, cosine_with_restarts" in error

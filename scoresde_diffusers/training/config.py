@@ -139,6 +139,11 @@ class TrainingConfig:
         for name in ("num_epochs", "save_images_epochs", "save_model_epochs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or None), got {getattr(self, name)}.")
+        from diffusers.optimization import SchedulerType
+
+        schedules = [schedule.value for schedule in SchedulerType]
+        if self.lr_scheduler not in schedules:
+            raise ValueError(f"lr_scheduler (--lr_scheduler) {self.lr_scheduler!r} is not a diffusers schedule; allowed: {', '.join(schedules)}.")
         self._resolve_train_data_dir()
         if self.channel_mult is not None:
             self.channel_mult = [int(m) for m in self.channel_mult]

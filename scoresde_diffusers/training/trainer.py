@@ -259,6 +259,53 @@ def _check_channels(config: TrainingConfig, data: TrainingData) -> None:
         )
 
 
+def build_optimizer_and_ema(config: TrainingConfig, model: torch.nn.Module):
+    """AdamW over the model's parameters and, with `use_ema`, diffusers' `EMAModel` of them (None otherwise)."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.adam_weight_decay,
+    )
+    if not config.use_ema:
+        return optimizer, None
+    ema = EMAModel(
+        model.parameters(),
+        decay=config.ema_decay,
+        use_ema_warmup=config.ema_warmup,
+        inv_gamma=config.ema_inv_gamma,
+        power=config.ema_power,
+        # with the class and config, `save_pretrained` writes the EMA as a loadable model folder
+        model_cls=type(model),
+        model_config=model.config,
+    )
+    return optimizer, ema
+
+
+def steps_from_epochs(config: TrainingConfig, updates_per_epoch: int) -> TrainingConfig:
+    """diffusers' epoch-counted flags (`num_epochs`, `save_images_epochs`, `save_model_epochs`) as the step counts
+    they stand for, once an epoch's length is known."""
+    in_steps = {
+        "max_train_steps": config.num_epochs,
+        "sample_every": config.save_images_epochs,
+        "save_pipeline_every": config.save_model_epochs,
+    }
+    return dataclasses.replace(config, **{name: epochs * updates_per_epoch for name, epochs in in_steps.items() if epochs is not None})
+
+
+def build_lr_scheduler(config: TrainingConfig, prepared_optimizer, num_processes: int):
+    """diffusers' `get_scheduler` schedule (warm-up, then `lr_scheduler`) of the optimiser inside accelerate's
+    wrapper, so that `accelerator.prepare` pairs the two."""
+    return get_scheduler(
+        config.lr_scheduler,
+        optimizer=prepared_optimizer.optimizer,
+        # the prepared schedule steps once per process per update (accelerate), hence the factor
+        num_warmup_steps=config.lr_warmup_steps * num_processes,
+        num_training_steps=config.max_train_steps * num_processes,
+    )
+
+
 def setup_training(config: TrainingConfig) -> TrainingRun:
     """1. Accelerator, data, model, scheduler, loss, optimiser, schedule, EMA; steps counted in epochs if asked.
     Nothing is written before everything is set up."""
@@ -286,25 +333,7 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
     _check_channels(config, data)
     model, scheduler = build_model_and_scheduler(config, data)
     loss_fn = get_loss(config.loss, scheduler, reduce_mean=config.reduce_mean, eps=config.train_eps)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_epsilon,
-        weight_decay=config.adam_weight_decay,
-    )
-    ema = None
-    if config.use_ema:
-        ema = EMAModel(
-            model.parameters(),
-            decay=config.ema_decay,
-            use_ema_warmup=config.ema_warmup,
-            inv_gamma=config.ema_inv_gamma,
-            power=config.ema_power,
-            # with the class and config, `save_pretrained` writes the EMA as a loadable model folder
-            model_cls=type(model),
-            model_config=model.config,
-        )
+    optimizer, ema = build_optimizer_and_ema(config, model)
     if len(data.dataset) < config.train_batch_size * accelerator.num_processes:
         raise ValueError(
             f"The data set has {len(data.dataset)} items, fewer than one batch per process "
@@ -313,23 +342,8 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
     dataloader = DataLoader(data.dataset, batch_size=config.train_batch_size, shuffle=True, drop_last=True, num_workers=config.dataloader_num_workers)
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     updates_per_epoch = max(1, len(dataloader) // config.gradient_accumulation_steps)
-    # diffusers' epoch-based flags, now that an epoch's length is known
-    if config.num_epochs is not None:
-        config = dataclasses.replace(config, max_train_steps=config.num_epochs * updates_per_epoch)
-    if config.save_images_epochs is not None:
-        config = dataclasses.replace(config, sample_every=config.save_images_epochs * updates_per_epoch)
-    if config.save_model_epochs is not None:
-        config = dataclasses.replace(config, save_pipeline_every=config.save_model_epochs * updates_per_epoch)
-    lr_scheduler = accelerator.prepare(
-        get_scheduler(
-            config.lr_scheduler,
-            # the optimiser inside accelerate's wrapper, so that `prepare` pairs the schedule with it
-            optimizer=optimizer.optimizer,
-            # the prepared schedule steps once per process per update (accelerate), hence the factor
-            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=config.max_train_steps * accelerator.num_processes,
-        )
-    )
+    config = steps_from_epochs(config, updates_per_epoch)
+    lr_scheduler = accelerator.prepare(build_lr_scheduler(config, optimizer, accelerator.num_processes))
     if ema is not None:
         ema.to(accelerator.device)
     # A dedicated generator of the training times and noise, rather than the global RNG, makes a resumed run draw
