@@ -254,3 +254,22 @@ def test_default_configuration_is_the_documented_main_job():
     assert (model.config.in_channels, model.config.sample_size) == (1, 8)
     assert type(scheduler).__name__ == "VPSDEScheduler" and scheduler.config.prediction_type == "epsilon"
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 1e6
+
+
+def test_state_files_round_trip_rng_states(tmp_path):
+    """Python, NumPy and torch RNG states (tuples, uint32 arrays, byte tensors) come back exactly: the same draws."""
+    import random
+
+    import numpy as np
+
+    from scoresde_diffusers.training.checkpointing import load_state_files, save_state_files
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "a.b": torch.ones(1), "a": {"b": torch.zeros(1)}}
+    save_state_files(str(tmp_path), "rng", states)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    restored = load_state_files(str(tmp_path), "rng")
+    random.setstate(restored["python"])
+    np.random.set_state(restored["numpy"])
+    torch.set_rng_state(restored["torch"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+    assert torch.equal(restored["a.b"], torch.ones(1)) and torch.equal(restored["a"]["b"], torch.zeros(1))

@@ -77,15 +77,23 @@ class CheckpointParts:
 
 
 # ---------------------------------------------------------------------------------------------- nested state <-> files
+def _tensor_name(tensors: Dict[str, torch.Tensor], path: str) -> str:
+    """`path`, or a numbered variant if a key containing dots already produced the same path."""
+    name = path or "tensor"
+    return name if name not in tensors else f"{name}#{len(tensors)}"
+
+
 def _encode(obj, tensors: Dict[str, torch.Tensor], path: str):
     """`obj` as JSON, its tensors and arrays moved into `tensors` under their path (e.g. ``state.0.exp_avg``)."""
     if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": path}
+        name = _tensor_name(tensors, path)
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": name}
     if isinstance(obj, np.ndarray):
+        name = _tensor_name(tensors, path)
         # safetensors has no uint32 in every version; int64 holds NumPy's MT19937 words exactly
-        tensors[path] = torch.from_numpy(np.ascontiguousarray(obj).astype(np.int64))
-        return {"__ndarray__": path, "dtype": str(obj.dtype)}
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(obj).astype(np.int64))
+        return {"__ndarray__": name, "dtype": str(obj.dtype)}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
