@@ -8,33 +8,77 @@ Data range. Samples live in the model's data range, ``[-1, 1]`` by default (diff
 own checkpoints use ``[0, 1]`` (``config.data.centered = False``). A pipeline takes it as the ``data_range``
 argument of its `__init__`, registers it with `register_to_config`, so it is saved in ``model_index.json`` and
 restored by `from_pretrained`. ``output_type="np"``/``"pil"`` map ``data_range`` linearly onto [0, 1].
+
+Hub layouts. Every pipeline's `from_pretrained` also loads the folders (or Hub repos) of diffusers' own pipelines
+of the same models, `HUB_LAYOUTS`: `ScoreSdeVePipeline` (NCSN++, e.g. ``google/ncsnpp-celebahq-256``) and
+`DDPMPipeline`, `DDIMPipeline`, `PNDMPipeline` (e.g. ``google/ddpm-cifar10-32``). The scheduler becomes the
+score-SDE scheduler of the same SDE (`SCHEDULER_SWAPS`; its `from_config` maps the sigmas, betas and sampler
+settings), the data range is the one that folder's pipeline samples in, and the model is called as that pipeline
+calls it (see `HUB_LAYOUTS`). The same scheduler serves every pipeline: the PC loop steps with it, the ODE and
+likelihood pipelines read its SDE and model conventions.
+
+Generic loading. `save_pretrained` also makes every saved folder loadable by diffusers' generic loader,
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` (see `ScoreSdePipelineMixin.save_pretrained`).
 """
 
 import itertools
+import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
+import scoresde_diffusers.schedulers
 from scoresde_diffusers.sampling.parametrization import from_score
-from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin
+from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.utils import check_finite, compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
 
-# Written next to model_index.json by `save_pretrained(..., write_pipeline_file=True)`: the file diffusers'
-# `custom_pipeline` mechanism executes (one import, so `find_pipeline_class` finds exactly one class).
+#: diffusers pipelines whose folders load into ours with no swap, and the data range each samples in. The model is
+#: called as there with the converted scheduler's defaults: `ScoreSdeVePipeline` calls ``unet(x, sigma_t)`` and
+#: reads a score (`VESDEScheduler`: ``timestep_type="sigma"``, ``prediction_type="score"``; the Hub's NCSN++
+#: `UNet2DModel` has a Fourier embedding of sigma and divides its output by sigma) and clamps samples to [0, 1]
+#: (score_sde's uncentred data, ``data.centered = False``); `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` call
+#: ``unet(x, t)`` at DDPM's integer steps (`VPSDEScheduler`: ``timestep_type="discrete"``, the DDPM config's
+#: ``prediction_type``) and sample in [-1, 1].
+HUB_LAYOUTS = {
+    "ScoreSdeVePipeline": (0.0, 1.0),
+    "DDPMPipeline": (-1.0, 1.0),
+    "DDIMPipeline": (-1.0, 1.0),
+    "PNDMPipeline": (-1.0, 1.0),
+}
+#: The score-SDE scheduler that loads each diffusers scheduler's config (its `from_config` converts it).
+SCHEDULER_SWAPS = {
+    "ScoreSdeVeScheduler": VESDEScheduler,
+    "DDPMScheduler": VPSDEScheduler,
+    "DDIMScheduler": VPSDEScheduler,
+    "PNDMScheduler": VPSDEScheduler,
+    "DPMSolverMultistepScheduler": VPSDEScheduler,
+}
+# `from_pretrained` arguments that say where and how to download files; passed on when reading a Hub layout.
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+
+# Generic loading. diffusers' `DiffusionPipeline.from_pretrained` resolves a plain `_class_name` only among its own
+# pipelines; a `_class_name` of the form [file stem, class name] with that file next to model_index.json is its
+# custom-pipeline route, the one Hub-hosted community pipelines use. `save_pretrained` writes both: the file is a
+# one-line import of the pipeline class from this installed library (no model code, nothing pickled).
 CUSTOM_PIPELINE_FILE_NAME = "pipeline.py"
-_CUSTOM_PIPELINE_TEMPLATE = '''"""Lets `DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline", trust_remote_code=True)` build a
-{name}: diffusers only resolves the class names of its own pipelines. Needs `pip install scoresde_diffusers`."""
+_CUSTOM_PIPELINE_STEM = CUSTOM_PIPELINE_FILE_NAME[: -len(".py")]
+_CUSTOM_PIPELINE_TEMPLATE = '''"""Lets `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)` build a {name}: diffusers only
+resolves the class names of its own pipelines. Needs `pip install scoresde_diffusers`."""
 
 from {module} import {name}  # noqa: F401
 '''
+#: The one line that loads a saved folder or Hub repo with diffusers' generic loader (``{path}`` to fill in).
+GENERIC_LOADING_ONE_LINER = 'pipe = DiffusionPipeline.from_pretrained("{path}", trust_remote_code=True)'
 
 
 @dataclass
@@ -78,6 +122,41 @@ class ScoreSdePipelineMixin:
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_data_range(data_range)
 
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        """diffusers' `from_pretrained` (a local folder or a Hub repo id), which also loads the folders of diffusers'
+        `ScoreSdeVePipeline`, `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` (`HUB_LAYOUTS`): their scheduler
+        becomes ours (`SCHEDULER_SWAPS`) and `data_range` theirs, unless `scheduler` or `data_range` is passed. A
+        folder of any other diffusers pipeline is an error naming the supported ones."""
+        kwargs.update(cls._hub_layout_kwargs(pretrained_model_name_or_path, kwargs))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _hub_layout_kwargs(cls, path, kwargs: dict) -> dict:
+        """The `scheduler` and `data_range` arguments that load a `HUB_LAYOUTS` folder; none for our own folders."""
+        download = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
+        index = cls.load_config(path, **download)
+        name = index.get("_class_name")
+        if name not in HUB_LAYOUTS:
+            if isinstance(name, str) and name in dir(diffusers):  # (dir: no import of that pipeline's code)
+                ours = "the score-SDE pipelines (ScoreSdePCPipeline, ScoreSdeODEPipeline, ScoreSdeLikelihoodPipeline, ...)"
+                raise ValueError(
+                    f"{path} holds a {name} (model_index.json's _class_name), which {cls.__name__} cannot load. "
+                    f"Supported: folders of {ours} and of diffusers' {', '.join(HUB_LAYOUTS)}."
+                )
+            return {}  # one of ours (or a subclass's): saved with its own scheduler and data range
+        extra = {} if "data_range" in kwargs else {"data_range": HUB_LAYOUTS[name]}
+        scheduler_name = (index.get("scheduler") or [None, None])[1]
+        if "scheduler" not in kwargs and scheduler_name in SCHEDULER_SWAPS:
+            extra["scheduler"] = SCHEDULER_SWAPS[scheduler_name].from_pretrained(path, subfolder="scheduler", **download)
+        elif "scheduler" not in kwargs and not hasattr(scoresde_diffusers.schedulers, str(scheduler_name)):
+            raise ValueError(
+                f"{path} is a {name} folder with a {scheduler_name} scheduler; {cls.__name__} converts the schedulers "
+                f"{', '.join(SCHEDULER_SWAPS)} (or loads one of ours). Pass scheduler=... to choose one."
+            )
+        return extra
+
     # ------------------------------------------------------------------ configuration
     def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE) -> None:
         """Validate `data_range` and store it in the pipeline config (saved in model_index.json)."""
@@ -99,6 +178,16 @@ class ScoreSdePipelineMixin:
             else:
                 allowed = "VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler; ODE schedulers go with ScoreSdeODEPipeline"
             raise ValueError(f"{type(self).__name__} needs a {required.__name__} scheduler ({allowed}), got {type(scheduler).__name__}.")
+        # A model that records the SDE it was trained under (our exact and trained models do) must be sampled under
+        # that SDE: a VP model under a VE scheduler returns samples of +-hundreds, with nothing to say why.
+        model_sde = getattr(getattr(self, "unet", None), "config", {}).get("sde")
+        if isinstance(model_sde, str) and model_sde != scheduler.sde.name:
+            raise ValueError(
+                f"The model was trained under the {model_sde!r} SDE (its config's `sde`), but the scheduler "
+                f"{type(scheduler).__name__} samples the {scheduler.sde.name!r} SDE; use the scheduler of the "
+                f"{model_sde!r} SDE (VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler) or an ODE scheduler with "
+                f"sde_type={model_sde!r}."
+            )
 
     @staticmethod
     def check_output_type(output_type: str) -> None:
@@ -142,6 +231,27 @@ class ScoreSdePipelineMixin:
             )
         if sample.is_floating_point() or sample.is_complex():
             check_finite(sample, name, f"pass finite values as `{name}`.")
+
+    @staticmethod
+    def check_generator(generator, batch_size: int) -> None:
+        """A list of generators must have one generator per sample, as in diffusers' pipelines."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"generator is a list of {len(generator)} generators but batch_size is {batch_size}: pass one "
+                f"generator per sample, or a single generator."
+            )
+
+    def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler=None):
+        """The prior sample x_1 = `init_noise_sigma` * z, with z drawn here or given as `latents` (standard normal)."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        shape = self.sample_shape(batch_size)
+        self.check_generator(generator, shape[0])
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            self.check_sample(latents, batch_size, name="latents")
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * scheduler.init_noise_sigma
 
     # ------------------------------------------------------------------ the model
     @property
@@ -239,20 +349,56 @@ class ScoreSdePipelineMixin:
         return array if output_type == "np" else self.numpy_to_pil(array)
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = False, **kwargs):
-        """diffusers' `save_pretrained` (model_index.json, one folder per component, safetensors weights).
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = True, **kwargs):
+        """diffusers' `save_pretrained` (model_index.json, one folder per component, safetensors weights), made
+        loadable by diffusers' generic loader.
 
         Args:
-            write_pipeline_file (`bool`, defaults to `False`): also write ``pipeline.py``, a one-line import of this
-                class, so that ``DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline",
-                trust_remote_code=True)`` works (locally and from a Hub repo). Loading with this class,
-                ``ScoreSdePCPipeline.from_pretrained(path)``, never needs it.
+            write_pipeline_file (`bool`, defaults to `True`): write ``pipeline.py``, a one-line import of this class,
+                and name it in model_index.json's ``_class_name`` (``["pipeline", "ScoreSdePCPipeline"]``), so that
+                ``DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`` builds this class, from a local
+                folder or a Hub repo (`push_to_hub` uploads both). diffusers executes that file, hence
+                ``trust_remote_code``. Loading with a class of ours, ``ScoreSdePCPipeline.from_pretrained(path)``,
+                never reads it. `False` writes diffusers' plain layout.
         """
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if write_pipeline_file:
+        self._write_pipeline_file = write_pipeline_file
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del self._write_pipeline_file
+
+    def _writes_pipeline_file(self) -> bool:
+        return getattr(self, "_write_pipeline_file", True)
+
+    def save_config(self, save_directory: Union[str, os.PathLike], *args, **kwargs):
+        """diffusers' `save_config` (model_index.json; `save_pretrained` calls it before any upload), preceded by
+        ``pipeline.py`` for generic loading."""
+        if self._writes_pipeline_file():
+            os.makedirs(save_directory, exist_ok=True)
             source = _CUSTOM_PIPELINE_TEMPLATE.format(name=type(self).__name__, module=_public_module(type(self)))
             with open(os.path.join(save_directory, CUSTOM_PIPELINE_FILE_NAME), "w", encoding="utf-8") as file:
                 file.write(source)
+        super().save_config(save_directory, *args, **kwargs)
+
+    def to_json_string(self) -> str:
+        """model_index.json's text; ``_class_name`` is [file stem, class name] when ``pipeline.py`` is written."""
+        text = super().to_json_string()
+        if not self._writes_pipeline_file():
+            return text
+        config = json.loads(text)
+        config["_class_name"] = [_CUSTOM_PIPELINE_STEM, type(self).__name__]
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: Union[str, os.PathLike]) -> dict:
+        """model_index.json as diffusers reads it for this class: a generic-loading ``_class_name`` [file stem,
+        class name] is read as the class name, so our own classes never take diffusers' custom-code route (which
+        would execute ``pipeline.py``, locally or from the Hub, and need ``trust_remote_code``)."""
+        config = super()._dict_from_json_file(json_file)
+        name = config.get("_class_name")
+        if isinstance(name, (list, tuple)) and len(name) == 2:
+            config["_class_name"] = name[1]
+        return config
 
 
 def _public_module(cls) -> str:

@@ -23,7 +23,7 @@ from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, to_score
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
-from scoresde_diffusers.utils import append_dims, check_finite, compute_dtype, describe
+from scoresde_diffusers.utils import append_dims, check_finite, check_num_steps, compute_dtype, describe
 
 
 @dataclass
@@ -74,6 +74,7 @@ class ScoreSdeSchedulerMixin:
         # diffusers writes `_class_name` only into saved files; kept in memory too, a config handed to another
         # class's `from_config` still says where it came from (VP and sub-VP configs have the same keys).
         self.register_to_config(_class_name=type(self).__name__)
+        self.register_to_config(**self._derived_config())
         self.sde = sde
         self.num_inference_steps = None
         self.timesteps = None
@@ -87,9 +88,20 @@ class ScoreSdeSchedulerMixin:
         """(config key, registry) pairs whose values must be registered names."""
         return (("prediction_type", PREDICTION_TYPES), ("timestep_type", TIMESTEP_MAPS))
 
+    def _derived_config(self) -> dict:
+        """Hook: config entries computed from the others, written into the config for other libraries' schedulers
+        to read (VP: DDPM's ``beta_start``/``beta_end``, so swaps work both ways); never read back by this class."""
+        return {}
+
     @classmethod
     def _convert_foreign_config(cls, config: dict) -> dict:
         """Hook: rewrite the config of another scheduler class into this one's keys (VP maps DDPM betas)."""
+        return config
+
+    @classmethod
+    def _drop_derived_config(cls, config: dict, overrides: dict) -> dict:
+        """Hook: remove (after checking them) the `_derived_config` entries from a config about to be loaded, so
+        they are recomputed from the keys they derive from, also when `overrides` change those."""
         return config
 
     @classmethod
@@ -106,6 +118,7 @@ class ScoreSdeSchedulerMixin:
                 config.pop("_use_default_values", None)
                 config = cls._convert_foreign_config(config)
                 cls._check_sde_type(config)
+            config = cls._drop_derived_config(config, kwargs)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     @classmethod
@@ -183,13 +196,7 @@ class ScoreSdeSchedulerMixin:
 
     @staticmethod
     def _check_num_inference_steps(num_inference_steps) -> int:
-        try:
-            valid = not isinstance(num_inference_steps, bool) and int(num_inference_steps) == num_inference_steps >= 1
-        except (TypeError, ValueError):  # None, strings, ...
-            valid = False
-        if not valid:
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-        return int(num_inference_steps)
+        return check_num_steps(num_inference_steps)
 
     def _set_grid(self, t_grid: torch.Tensor, timestep_times: torch.Tensor, device=None) -> None:
         """Store a new grid: `t_grid` and `timestep_times` (the time of each call of `step`), float64 on the CPU."""

@@ -19,7 +19,7 @@ from scoresde_diffusers.sdes import SDE
 from scoresde_diffusers.utils import compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
-from .scheduling_vp_sde import ddpm_betas_to_vp
+from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
 
 #: How each SDE's models are usually called when the config does not say: (prediction_type, timestep_type,
 #: sampling_eps). VE models (NCSN++) predict the score from sigma; VP-family models (DDPM) predict epsilon from
@@ -89,6 +89,15 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             is_ve = "sigma_max" in config and not {"beta_min", "beta_start"} & set(config)
             config["sde_type"] = SDE_OF_SCHEDULER.get(name, "ve" if is_ve else "vp")
         return ddpm_betas_to_vp(config) if config["sde_type"] != "ve" else config
+
+    def _derived_config(self) -> dict:
+        """With the VP SDE, DDPM's betas, as `VPSDEScheduler` writes them (diffusers' schedulers read them)."""
+        config = self.config
+        return vp_to_ddpm_betas(config.beta_min, config.beta_max, config.num_train_timesteps) if config.sde_type == "vp" else {}
+
+    @classmethod
+    def _drop_derived_config(cls, config: dict, overrides: dict) -> dict:
+        return drop_ddpm_schedule_keys(config, overrides)
 
     # ------------------------------------------------------------------ the grid
     def _ode_grid(self, num_points: int, sampling_eps: Optional[float] = None) -> torch.Tensor:

@@ -16,6 +16,13 @@ class SubVPSDEScheduler(VPSDEScheduler):
     The config is that of `VPSDEScheduler` (same keys, same defaults, same DDPM beta mapping in `from_config`):
     the two SDEs share beta(t) and the drift and differ only in g(t). Note that a DDPM-trained epsilon model is
     a model of the VP marginals, not the sub-VP ones.
+
+    For the same reason its config carries no DDPM betas (unlike VP's): DDPM's chain discretises the VP SDE, so no
+    `DDPMScheduler` config describes a sub-VP model, and a DDPM-family scheduler loading this config would sample
+    the wrong marginals.
     """
 
     sde_class = SubVPSDE
+
+    def _derived_config(self) -> dict:
+        return {}

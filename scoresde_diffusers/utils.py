@@ -78,3 +78,24 @@ def check_in_range(tensor: torch.Tensor, data_range, name: str, tolerance: float
             f"entries are outside (values from {float(tensor.min()):.4g} to {float(tensor.max()):.4g}). Tensors are "
             f"taken in the data range; pass PIL images, arrays in [0, 1] or uint8 in [0, 255] to have them mapped."
         )
+
+
+#: The most steps a grid may have: 500 times the paper's longest sampler (2000 PC steps for VE). Anything above is
+#: a typo (10**12 asked the allocator for 8 TB), and beyond a few thousand steps samples no longer change.
+MAX_INFERENCE_STEPS = 1_000_000
+
+
+def check_num_steps(value, name: str = "num_inference_steps") -> int:
+    """`value` as an int in [1, `MAX_INFERENCE_STEPS`]; a ValueError naming `name` otherwise."""
+    try:
+        valid = not isinstance(value, bool) and int(value) == value >= 1
+    except (TypeError, ValueError):  # None, strings, ...
+        valid = False
+    if not valid:
+        raise ValueError(f"{name} must be an integer >= 1, got {describe(value)}.")
+    if value > MAX_INFERENCE_STEPS:
+        raise ValueError(
+            f"{name}={value} is more than {MAX_INFERENCE_STEPS:,}: the grid alone would take "
+            f"{8 * int(value) / 2**30:.3g} GiB, and beyond a few thousand steps the samples no longer change."
+        )
+    return int(value)

@@ -13,7 +13,7 @@ Use it by subclassing it together with nothing else (pytest collects ``Test*`` c
             return {"batch_size": 3, "num_inference_steps": 4, "generator": generator}
 
 What the mixin checks (one test each): save/load round trip (model_index.json, safetensors weights, same output
-for the same seed); determinism with a generator; ``output_type`` pt / np / pil (pil only with image-shaped
+for the same seed); loading with diffusers' generic `DiffusionPipeline.from_pretrained`; determinism with a generator; ``output_type`` pt / np / pil (pil only with image-shaped
 components); ``return_dict=False`` gives ``output.to_tuple()``; the progress bar and its ``disable`` switch;
 float64 components give float64 output; ``callback_on_step_end`` is called once per step, in order, and what it
 returns replaces the tensor; components can be shared with other pipeline classes; a non-SDE scheduler and an
@@ -109,7 +109,8 @@ class PipelineCommonTest:
         pipe.save_pretrained(tmp_path)
         with open(tmp_path / "model_index.json") as file:
             index = json.load(file)
-        assert index["_class_name"] == self.pipeline_class.__name__
+        # [file stem, class]: diffusers' custom-pipeline form, which the generic loader reads (see test_generic_loading)
+        assert index["_class_name"] == ["pipeline", self.pipeline_class.__name__]
         for name, component in pipe.components.items():
             if isinstance(component, torch.nn.Module):
                 files = os.listdir(tmp_path / name)
@@ -123,6 +124,20 @@ class PipelineCommonTest:
             if hasattr(component, "config"):
                 public = lambda config: {k: v for k, v in dict(config).items() if not k.startswith("_")}
                 assert public(loaded.components[name].config) == public(component.config), name
+        self.assert_close(self.output_tensor(self.run(loaded)), expected)
+
+    def test_generic_loading(self, tmp_path):
+        # diffusers' generic loader builds this class from the saved folder (issue 12, item 1).
+        from diffusers import DiffusionPipeline
+
+        pipe = self.get_pipeline()
+        expected = self.output_tensor(self.run(pipe))
+        pipe.save_pretrained(tmp_path)
+        loaded = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
+        loaded.set_progress_bar_config(disable=True)
+        assert type(loaded) is self.pipeline_class
+        assert {name: type(c) for name, c in loaded.components.items()} == {name: type(c) for name, c in pipe.components.items()}
+        assert loaded.data_range == pipe.data_range
         self.assert_close(self.output_tensor(self.run(loaded)), expected)
 
     def test_determinism_with_generator(self):

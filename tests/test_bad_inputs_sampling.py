@@ -95,3 +95,32 @@ def test_a_large_wrong_timestep_tensor_is_described_by_its_shape():
     with pytest.raises(ValueError, match=r"got a tensor of shape \(300,\)") as error:
         scheduler.step(torch.zeros(300, 2), torch.linspace(0, 999, 300), sample)
     assert len(str(error.value)) < MAX_MESSAGE
+
+
+SDE_MISMATCH_CASES = {
+    "pc": (ScoreSdePCPipeline, {"batch_size": 2, "num_inference_steps": 3}),
+    "ode": (ScoreSdeODEPipeline, {"batch_size": 2, "num_inference_steps": 3}),
+    "likelihood": (ScoreSdeLikelihoodPipeline, {"data": torch.zeros(2, 2), "solver": "heun", "num_inference_steps": 3}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SDE_MISMATCH_CASES))
+def test_a_model_of_one_sde_under_the_scheduler_of_another_is_refused(case):
+    pipeline_class, inputs = SDE_MISMATCH_CASES[case]
+    vp_model = GaussianMixtureScoreModel.four_gaussians(scheduler=VPSDEScheduler())
+    pipe = pipeline_class(unet=vp_model, scheduler=VESDEScheduler())
+    with pytest.raises(ValueError, match=r"trained under the 'vp' SDE .* but the scheduler VESDEScheduler samples the 've' SDE"):
+        pipe(**inputs)
+
+
+@pytest.mark.parametrize("pipeline_class", [ScoreSdePCPipeline, ScoreSdeODEPipeline])
+def test_a_generator_list_must_have_one_generator_per_sample(pipeline_class):
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    with pytest.raises(ValueError, match=r"generator is a list of 3 generators but batch_size is 2"):
+        _pipe(pipeline_class)(batch_size=2, num_inference_steps=3, generator=generators)
+
+
+def test_a_step_count_no_grid_could_hold_is_refused_before_allocating_it():
+    scheduler = VPSDEScheduler()
+    with pytest.raises(ValueError, match=r"num_inference_steps=1000000000000 is more than 1,000,000"):
+        scheduler.set_timesteps(10**12)

@@ -4,6 +4,8 @@
   beta_max = beta_end N) and keeps `prediction_type`, also for configs built in memory with defaults;
 - the swapped scheduler runs unchanged in diffusers' own `DDPMPipeline` and in the standard loop of
   StableDiffusion-style pipelines, and `VESDEScheduler` in diffusers' `ScoreSdeVePipeline`;
+- the other way, diffusers' DDPM-family schedulers load a VP config (ours, PC or ODE) with the same betas, and DDPM
+  options the VP SDE cannot honour are an error (schedule) or a warning (x_0 clipping), naming them;
 - `ScoreSdeVeScheduler` configs load into `VESDEScheduler`;
 - a pipeline folder with our scheduler reloads it through `DiffusionPipeline.from_pretrained`.
 
@@ -12,14 +14,24 @@ errors (+ 0.01), per-mode means and stds within a few standard errors of the com
 """
 
 import inspect
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, ScoreSdeVePipeline, ScoreSdeVeScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    ScoreSdeVePipeline,
+    ScoreSdeVeScheduler,
+)
 from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers import GaussianMixtureScoreModel, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler
 
 Z = 4.0
 
@@ -109,6 +121,34 @@ def test_ddpm_prediction_type_is_kept(prediction_type, tmp_path):
         assert scheduler.config.beta_max == pytest.approx(30.0)
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"rescale_betas_zero_snr": True}, r"rescale_betas_zero_snr=True cannot be mapped onto the VP SDE.*Allowed: "),
+        ({"variance_type": "learned_range"}, r"variance_type='learned_range' cannot be mapped.*predicts no variance"),
+        ({"beta_schedule": "scaled_linear"}, r"beta_schedule='scaled_linear' cannot be mapped"),
+    ],
+)
+def test_ddpm_options_that_change_the_schedule_are_an_error(option, message):
+    for cls in (VPSDEScheduler, ScoreSdeDPMSolverMultistepScheduler):
+        with pytest.raises(ValueError, match=message):
+            cls.from_config(DDPMScheduler(**option).config)
+
+
+@pytest.mark.parametrize("option", ["clip_sample", "thresholding"])
+def test_ddpm_sampler_options_the_vp_sampler_ignores_are_a_warning(option):
+    ddpm = DDPMScheduler(**{"clip_sample": False, "thresholding": False, option: True})
+    with pytest.warns(UserWarning, match=rf"does not honour the DDPM options {option}=True"):
+        scheduler = VPSDEScheduler.from_config(ddpm.config)
+    assert scheduler.config[option] is False  # the config says what the sampler does
+
+
+def test_ddpm_config_without_clipping_loads_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VPSDEScheduler.from_config(DDPMScheduler(clip_sample=False).config)
+
+
 def test_non_linear_ddpm_schedule_is_rejected(tmp_path):
     ddpm = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
     with pytest.raises(ValueError, match=r"beta_schedule='squaredcos_cap_v2'.*Allowed: beta_schedule='linear'"):
@@ -118,6 +158,54 @@ def test_non_linear_ddpm_schedule_is_rejected(tmp_path):
         VPSDEScheduler.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="trained_betas"):
         VPSDEScheduler.from_config(DDPMScheduler(trained_betas=np.linspace(1e-4, 0.02, 1000).tolist()).config)
+
+
+# ---------------------------------------------------------------------- swaps the other way: our VP configs in diffusers
+VP_SOURCES = {
+    "VPSDEScheduler": lambda: VPSDEScheduler(beta_min=0.2, beta_max=10.0),
+    "ScoreSdeDPMSolverMultistepScheduler": lambda: ScoreSdeDPMSolverMultistepScheduler(sde_type="vp", beta_min=0.2, beta_max=10.0),
+}
+
+
+@pytest.mark.parametrize("diffusers_class", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("source", list(VP_SOURCES))
+def test_diffusers_ddpm_family_reads_the_vp_betas(diffusers_class, source, tmp_path):
+    ours = VP_SOURCES[source]()
+    ours.save_pretrained(tmp_path)
+    # DDPM's discrete chain of the VP SDE: beta_i linear from beta_min / N to beta_max / N (Song et al. 2021, App. B).
+    expected = torch.linspace(0.2 / 1000, 10.0 / 1000, 1000, dtype=torch.float32)
+    for theirs in (diffusers_class.from_config(ours.config), diffusers_class.from_pretrained(tmp_path)):
+        torch.testing.assert_close(theirs.betas, expected)
+        assert theirs.config.prediction_type == ours.config.prediction_type
+        assert not theirs.config.thresholding and not theirs.config.get("clip_sample", False)
+
+
+def test_vp_swap_round_trips_through_ddpm():
+    vp = VPSDEScheduler(beta_min=0.2, beta_max=10.0, num_train_timesteps=500, prediction_type="v_prediction")
+    back = VPSDEScheduler.from_config(DDPMScheduler.from_config(vp.config).config)
+    assert back.sde == vp.sde and back.config.prediction_type == "v_prediction"
+    # a DDPM scheduler's own betas win over the beta_min/beta_max it kept from the swap
+    changed = VPSDEScheduler.from_config(DDPMScheduler.from_config(vp.config, beta_end=0.03).config)
+    assert changed.config.beta_max == pytest.approx(15.0) and changed.config.beta_min == pytest.approx(0.2)
+
+
+def test_vp_ddpm_keys_follow_overridden_betas():
+    vp = VPSDEScheduler.from_config(VPSDEScheduler(beta_min=0.2, beta_max=10.0).config, beta_max=30.0)
+    assert vp.config.beta_end == pytest.approx(0.03)
+    assert DDPMScheduler.from_config(vp.config).betas[-1].item() == pytest.approx(0.03)
+
+
+def test_edited_ddpm_key_that_disagrees_with_the_vp_betas_is_an_error(tmp_path):
+    config = dict(VPSDEScheduler(beta_max=10.0).config, beta_end=0.03)
+    with pytest.raises(ValueError, match=r"beta_end=0.03 disagrees with beta_min=0.1, beta_max=10.0.*remove beta_end"):
+        VPSDEScheduler.from_config(config)
+
+
+def test_sub_vp_config_carries_no_ddpm_betas():
+    # DDPM's chain discretises the VP SDE, not sub-VP: no DDPM config describes a sub-VP model.
+    config = SubVPSDEScheduler(beta_max=10.0).config
+    assert not {"beta_start", "beta_end", "beta_schedule"} & set(config)
+    assert "beta_end" not in ScoreSdeDPMSolverMultistepScheduler(sde_type="subvp").config
 
 
 # ---------------------------------------------------------------------- diffusers' DDPMPipeline

@@ -249,7 +249,7 @@ def image_pipe():
         (torch.full((2, 1, 2, 2), 0.5), {"dequantize": True}, "not integers"),
         (torch.zeros(2, 3, 2, 2), {}, r"Expected samples of shape \(B, 1, 2, 2\)"),
         (torch.zeros(2, 1, 4, 4), {}, r"Expected samples of shape \(B, 1, 2, 2\)"),
-        (torch.zeros(2, 1, 2, 2), {"num_dequantization_draws": 4}, "integer \\(8-bit\\) data only"),
+        (torch.zeros(2, 1, 2, 2), {"num_dequantization_draws": 4}, "discrete \\(integer\\) data only"),
         (torch.zeros(2, 1, 2, 2), {"rtol": 0.0}, "rtol must be a positive number"),
         (torch.zeros(2, 1, 2, 2), {"atol": -1.0}, "atol must be a positive number"),
         (torch.zeros(2, 1, 2, 2), {"divergence": "trace"}, "divergence must be one of"),

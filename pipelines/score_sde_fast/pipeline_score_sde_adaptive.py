@@ -4,7 +4,6 @@ from typing import Optional, Tuple, Union
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.sampling.adaptive_sde import get_sde_solver
 from scoresde_diffusers.utils import compute_dtype
@@ -89,13 +88,7 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
         # 2. The prior sample x_1.
         device, dtype = self._execution_device, compute_dtype(self.unet.dtype)
-        shape = self.sample_shape(batch_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            self.check_sample(latents, batch_size, name="latents")
-            latents = latents.to(device=device, dtype=dtype)
-        sample = latents * self.scheduler.init_noise_sigma
+        sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
         self.reset_nfe()
 
         # 3. The adaptive solve; the model is called through `model_score`, which counts evaluations.

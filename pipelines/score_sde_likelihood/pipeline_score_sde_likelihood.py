@@ -20,7 +20,7 @@ from scoresde_diffusers.likelihood import (
     ode_log_likelihood,
 )
 from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, is_adaptive
-from scoresde_diffusers.utils import compute_dtype
+from scoresde_diffusers.utils import compute_dtype, describe
 
 from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin
 
@@ -47,6 +47,9 @@ class ScoreSdeLikelihoodOutput(BaseOutput):
         stderr (`torch.Tensor`): (B,) standard error of `log_likelihood` due to the Hutchinson probes, from the spread
             of the per-probe estimates (zero for the exact divergence, and with a single probe, where the spread is
             unknown).
+        num_levels (`int`, *optional*): the number of levels the discrete data was dequantized at (256 for 8-bit
+            images); None for continuous data, whose `log_likelihood` is a log-density in nats (and whose
+            `bits_per_dim`, a differential quantity, is not comparable with the bits/dim of discrete data).
     """
 
     log_likelihood: torch.Tensor
@@ -55,6 +58,7 @@ class ScoreSdeLikelihoodOutput(BaseOutput):
     latents: torch.Tensor
     nfe: int
     stderr: torch.Tensor
+    num_levels: Optional[int] = None
 
 
 @dataclass
@@ -67,6 +71,8 @@ class ScoreSdeLikelihoodEvaluation(BaseOutput):
         num_samples (`int`): number of samples evaluated.
         nfe (`int`): total number of model evaluations.
         per_sample_bits_per_dim (`torch.Tensor`): (N,) bits/dim of each sample, on the CPU.
+        num_levels (`int`, *optional*): the number of levels the data was dequantized at; None for continuous data
+            (then `bits_per_dim` is a differential entropy, not comparable with the bits/dim of discrete data).
     """
 
     bits_per_dim: float
@@ -74,6 +80,7 @@ class ScoreSdeLikelihoodEvaluation(BaseOutput):
     num_samples: int
     nfe: int
     per_sample_bits_per_dim: torch.Tensor
+    num_levels: Optional[int] = None
 
 
 class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
@@ -83,7 +90,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     f~ = f - 1/2 g^2 s_theta is the probability-flow drift (eq. 13), and log p_eps(x) = log p_T(x_T) + Delta(T)
     (Chen et al. 2018, Theorem 1; Song et al. 2021, Appendix D.2, eqs. 39-40). The divergence is exact (autograd, one backward pass
     per dimension: small D) or Hutchinson's unbiased estimate with Rademacher or Gaussian probes held fixed along
-    the trajectory (`scoresde_diffusers.likelihood`). Integer images in {0, ..., 255} are uniformly dequantized
+    the trajectory (`scoresde_diffusers.likelihood`). Integer images in {0, ..., 255} (or {0, ..., num_levels - 1}) are uniformly dequantized
     and the change of variables to the model's `data_range` is accounted for, so bits/dim compare with the
     paper's tables (`scoresde_diffusers.likelihood.dequantized_log_likelihood` derives it).
 
@@ -100,13 +107,18 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     def _is_image_model(self) -> bool:
         return len(self.sample_shape(1)) == 4
 
-    def prepare_data(self, data, dequantize: Optional[bool] = None, check_range: Optional[bool] = None) -> Tuple[torch.Tensor, bool]:
+    def prepare_data(
+        self, data, dequantize: Optional[bool] = None, check_range: Optional[bool] = None, num_levels: int = 256
+    ) -> Tuple[torch.Tensor, bool]:
         """(data as a (B, ...) tensor in the model's layout, whether it is integer data to dequantize).
 
         Accepts a tensor, a numpy array, a PIL image or a list of them. Numpy arrays and PIL images in (H, W, C)
-        or (H, W) layout are moved to (C, H, W). Integer dtypes and PIL images are 8-bit data to dequantize unless
-        `dequantize` says otherwise; float data is continuous data in the model's space.
+        or (H, W) layout are moved to (C, H, W). Integer dtypes and PIL images are discrete data in
+        {0, ..., `num_levels` - 1} (8-bit: 256 levels) to dequantize unless `dequantize` says otherwise; float data
+        is continuous data in the model's space.
         """
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
+            raise ValueError(f"num_levels must be an integer >= 2 (256 for 8-bit images), got {describe(num_levels)}.")
         if isinstance(data, PIL.Image.Image):
             data = [data]
         from_pil = isinstance(data, (list, tuple)) and any(isinstance(d, PIL.Image.Image) for d in data)
@@ -137,11 +149,13 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
         data = data.to(torch.float64)
         if discrete:
-            if not torch.all(data == data.round()) or data.min() < 0 or data.max() > 255:
+            if not torch.all(data == data.round()) or data.min() < 0 or data.max() > num_levels - 1:
                 raise ValueError(
-                    "Dequantized likelihoods need 8-bit data: integer values in {0, ..., 255}; got values from "
-                    f"{float(data.min()):g} to {float(data.max()):g}{'' if torch.all(data == data.round()) else ' (not integers)'}. "
-                    "Pass float images in [0, 1] as round(255 * x), or continuous data in the model's range with dequantize=False."
+                    f"Dequantized likelihoods need discrete data: integer values in {{0, ..., {num_levels - 1}}} "
+                    f"(num_levels={num_levels}); got values from {float(data.min()):g} to {float(data.max()):g}"
+                    f"{'' if torch.all(data == data.round()) else ' (not integers)'}. Pass float images in [0, 1] as "
+                    f"round((num_levels - 1) * x), set num_levels to the data's number of levels, or pass continuous "
+                    f"data in the model's range with dequantize=False."
                 )
         else:
             check = self._is_image_model() if check_range is None else check_range
@@ -170,6 +184,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         sampling_eps: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         check_range: Optional[bool] = None,
+        num_levels: int = 256,
         return_dict: bool = True,
         solver_options: Optional[Dict[str, Any]] = None,
     ) -> Union[ScoreSdeLikelihoodOutput, Tuple]:
@@ -177,9 +192,9 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
         Args:
             data (`torch.Tensor`, `np.ndarray`, `PIL.Image.Image` or a list of them): a batch. Float data is
-                continuous data in the model's space; integer data (uint8, PIL images) is 8-bit data in
-                {0, ..., 255}, dequantized.
-            dequantize (`bool`, *optional*): force (`True`: the data must be integer-valued in {0, ..., 255}) or
+                continuous data in the model's space; integer data (uint8, PIL images) is discrete data in
+                {0, ..., num_levels - 1}, dequantized.
+            dequantize (`bool`, *optional*): force (`True`: the data must be integer-valued in {0, ..., num_levels - 1}) or
                 forbid dequantization; by default, dequantize integer dtypes and PIL images.
             num_dequantization_draws (`int`, defaults to 1): uniform noise draws per image, averaged (each draw is
                 one more ODE solve, batched together); integer data only.
@@ -198,6 +213,9 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             generator (`torch.Generator`, *optional*): for the dequantization noise and the probes.
             check_range (`bool`, *optional*): require continuous data to lie in `data_range` (a ValueError
                 otherwise); by default on for image-shaped models, off for vector models.
+            num_levels (`int`, defaults to 256): the number of levels of discrete data (integers in
+                {0, ..., num_levels - 1}): 256 for 8-bit images, 17 for scikit-learn's 8x8 digits. Dequantization and
+                the bits/dim are at this resolution (Theis et al. 2016); the output says which was used.
             return_dict (`bool`, defaults to `True`): return a `ScoreSdeLikelihoodOutput` instead of a tuple.
             solver_options (`dict`, *optional*): extra keywords for the solver.
 
@@ -233,9 +251,9 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol)
         if not is_adaptive(ode_solver) and num_inference_steps is None:
             raise ValueError(f"Fixed-step solver {name!r} needs num_inference_steps (steps on a uniform grid from eps to 1).")
-        data, discrete = self.prepare_data(data, dequantize, check_range)
+        data, discrete = self.prepare_data(data, dequantize, check_range, num_levels)
         if not discrete and num_dequantization_draws != 1:
-            raise ValueError("num_dequantization_draws applies to integer (8-bit) data only; this data is continuous.")
+            raise ValueError("num_dequantization_draws applies to discrete (integer) data only; this data is continuous.")
         batch, dim = data.shape[0], data[0].numel()
         if divergence == "auto":
             divergence = "exact" if dim <= AUTO_EXACT_MAX_DIM else "hutchinson"
@@ -244,7 +262,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         device, dtype = self._execution_device, compute_dtype(self.unet.dtype)
         if discrete:
             images = data.to(device).repeat(num_dequantization_draws, *([1] * (data.ndim - 1)))
-            y = dequantize_images(images, self.data_range, generator=generator, dtype=dtype)
+            y = dequantize_images(images, self.data_range, num_bins=num_levels, generator=generator, dtype=dtype)
         else:
             y = data.to(device=device, dtype=dtype)
 
@@ -272,13 +290,13 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         prior_logp = result.prior_logp.reshape(draws, batch).mean(0)
         stderr = result.stderr.reshape(draws, batch).pow(2).sum(0).sqrt() / draws
         if discrete:
-            log_likelihood = dequantized_log_likelihood(log_likelihood, dim, self.data_range)
+            log_likelihood = dequantized_log_likelihood(log_likelihood, dim, self.data_range, num_bins=num_levels)
         bpd = bits_per_dim(log_likelihood, dim)
         latents = result.latent if draws == 1 else result.latent.reshape(draws, batch, *data.shape[1:])
 
         self.maybe_free_model_hooks()
-        output = (log_likelihood, bpd, prior_logp, latents, self.nfe, stderr)
-        return ScoreSdeLikelihoodOutput(*output) if return_dict else output
+        output = ScoreSdeLikelihoodOutput(log_likelihood, bpd, prior_logp, latents, self.nfe, stderr, num_levels if discrete else None)
+        return output if return_dict else output.to_tuple()
 
     # ------------------------------------------------------------------ whole data sets
     def _batches(self, dataset, batch_size: int, image_column: str) -> Tuple[Iterable, Optional[int]]:
@@ -356,10 +374,12 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 for raw in batches:
                     if max_samples is not None and seen >= max_samples:
                         break
-                    data, discrete = self.prepare_data(raw, call_kwargs.get("dequantize"), call_kwargs.get("check_range"))
+                    data, discrete = self.prepare_data(
+                        raw, call_kwargs.get("dequantize"), call_kwargs.get("check_range"), call_kwargs.get("num_levels", 256)
+                    )
                     if max_samples is not None:
                         data = data[: max_samples - seen]
-                    # prepare_data returns float64 values: pass on whether they are 8-bit data to dequantize.
+                    # prepare_data returns float64 values: pass on whether they are discrete data to dequantize.
                     output = self(data, **{**call_kwargs, "dequantize": discrete})
                     per_sample.append(output.bits_per_dim.detach().cpu())
                     nfe += output.nfe
@@ -371,4 +391,4 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             raise ValueError("The dataset yielded no samples.")
         values = torch.cat(per_sample).double()
         stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else float("nan")
-        return ScoreSdeLikelihoodEvaluation(float(values.mean()), stderr, values.numel(), nfe, values)
+        return ScoreSdeLikelihoodEvaluation(float(values.mean()), stderr, values.numel(), nfe, values, output.num_levels)

@@ -5,7 +5,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.sampling.ode_solvers import (
     DEFAULT_ATOL,
@@ -19,7 +18,7 @@ from scoresde_diffusers.sampling.exponential_integrators import requires_sde
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
 from scoresde_diffusers.schedulers import ScoreSdeODESchedulerMixin
-from scoresde_diffusers.utils import compute_dtype, describe
+from scoresde_diffusers.utils import check_num_steps, compute_dtype, describe
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
@@ -111,8 +110,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         if time_spacing is None:
             # Exponential integrators: the logSNR grid with one jump from T to `default_max_noise` (their default).
             if requires_sde(solver):
-                if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
-                    raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+                num_inference_steps = check_num_steps(num_inference_steps)
                 return registered_time_grid("log_snr", self.scheduler.sde, num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
             time_spacing = "uniform"
         return ode_time_grid(self.scheduler.sde, num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
@@ -296,13 +294,7 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
         # 2. The prior sample x_1 and the grid of times.
         device, dtype = self._execution_device, self._state_dtype()
-        shape = self.sample_shape(batch_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            self.check_sample(latents, batch_size, name="latents")
-            latents = latents.to(device=device, dtype=dtype)
-        sample = latents * self.scheduler.init_noise_sigma
+        sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
         if scheduler_steps:  # an ODE scheduler: its own grid and steps, in diffusers' loop
             sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs)
             return self.finish(sample, output_type, return_dict)

@@ -5,9 +5,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin
+from scoresde_diffusers.utils import check_num_steps
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
@@ -63,15 +63,6 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
 
-    def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler):
-        """The prior sample x_1 = `init_noise_sigma` * z, with z drawn here or given as `latents` (standard normal)."""
-        shape = self.sample_shape(batch_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            self.check_sample(latents, batch_size, name="latents")
-            latents = latents.to(device=device, dtype=dtype)
-        return latents * scheduler.init_noise_sigma
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -141,8 +132,7 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         """
         # 1. Check the arguments before any work: a bad one fails fast with a clear message.
         self.check_output_type(output_type)
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        num_inference_steps = check_num_steps(num_inference_steps)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_callback_inputs(callback_on_step_end_tensor_inputs)

@@ -20,3 +20,24 @@ __all__ = [
     "GaussianMixtureScoreModel", "MLPScoreModel", "MODEL_PRESETS",
     "create_unet",
 ]
+
+# score_sde's own networks and configs (converted checkpoints).
+from .ddpm_score_sde import ScoreSdeDDPMModel
+from .ncsnpp import NCSNppModel
+from .score_sde_configs import (
+    CHECKPOINT_ALIASES,
+    SCORE_SDE_CONFIGS,
+    ScoreSdeConfig,
+    convert_score_sde_checkpoint,
+    get_score_sde_config,
+)
+
+__all__ += [
+    "CHECKPOINT_ALIASES",
+    "NCSNppModel",
+    "SCORE_SDE_CONFIGS",
+    "ScoreSdeConfig",
+    "ScoreSdeDDPMModel",
+    "convert_score_sde_checkpoint",
+    "get_score_sde_config",
+]

@@ -32,6 +32,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from ..registry import ODE_SOLVERS
+from ..utils import check_num_steps
 from .time_grids import time_grid
 
 ODEFunc = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -195,8 +196,7 @@ def ode_time_grid(
         device (`torch.device`, *optional*): where the grid lives.
         dtype (`torch.dtype`, defaults to `torch.float64`): dtype of the grid.
     """
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_steps!r}.")
+    num_steps = check_num_steps(num_steps)
     if not 0 < eps < sde.T:
         raise ValueError(f"sampling_eps must lie in (0, {sde.T}), got {eps}.")
     return time_grid(spacing, sde, int(num_steps), t_min=eps, device=device, dtype=dtype)
