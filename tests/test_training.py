@@ -208,6 +208,7 @@ def test_push_to_hub_against_a_local_stand_in(tmp_path, monkeypatch):
     assert "dataset:digits" in card and "vp-sde" in card
     assert "`digits`" in card and "beta_min=0.1" in card and "![samples](samples.png)" in card and "UNet2DModel" in card
     assert '"max_train_steps": 2' in card and 'ScoreSdePCPipeline.from_pretrained("someone/digits-vp")' in card
+    assert 'DiffusionPipeline.from_pretrained("someone/digits-vp", trust_remote_code=True)' in card
 
 
 def test_bf16_and_gradient_accumulation(tmp_path):

@@ -98,3 +98,22 @@ def test_the_model_card_names_the_saved_sampler(tmp_path):
     ))  # fmt: skip
     card = (out / "README.md").read_text()
     assert "**Sampler:** Euler-Maruyama (no corrector)" in card and "Euler-Maruyama (no corrector), 3 steps" in card
+
+
+def test_the_model_card_one_liner_loads_the_trained_folder(tmp_path):
+    """The generic-loading line of the card, run as written on the folder train() wrote."""
+    import torch
+
+    out = tmp_path / "run"
+    train(TrainingConfig(
+        output_dir=str(out), dataset="four_gaussians", num_samples=256, train_batch_size=64, mlp_hidden_dim=16, mlp_layers=1,
+        max_train_steps=2, checkpointing_steps=2, sample_every=0, num_sample_images=8, num_inference_steps=3, report_to="none", progress_bar=False,
+    ))  # fmt: skip
+    card = (out / "README.md").read_text()
+    (line,) = [l for l in card.splitlines() if l.startswith("pipe = DiffusionPipeline.from_pretrained(")]
+    namespace = {}
+    exec("from diffusers import DiffusionPipeline\n" + line, namespace)
+    pipe = namespace["pipe"]
+    assert type(pipe).__name__ == "ScoreSdePCPipeline"
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images.shape == (2, 2)
