@@ -8,14 +8,18 @@ FID / KID use torchmetrics (``pip install torchmetrics torch-fidelity``). The In
 downloaded: they come from ``--inception_weights`` or the torch hub cache, and a clear error says what to do when
 they are in neither. ``--feature_extractor pixels`` (raw pixels, for toy data and tests) or ``module:callable`` (a
 function returning a `torch.nn.Module` that maps uint8 images (N, C, H, W) to features (N, F)) replaces Inception.
-Bits/dim runs `ScoreSdeLikelihoodPipeline.evaluate` on ``--bpd_samples`` items of the data set (0 to skip).
+The likelihood runs `ScoreSdeLikelihoodPipeline.evaluate` on ``--bpd_samples`` items of the data set (0 to skip):
+bits/dim of discrete data dequantized at its own number of levels (``--num_levels``: 256 for 8-bit images, 17 for the
+digits), nats/dim of continuous data; the report says which (``num_levels``).
 """
 
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
+from typing import Optional
 
 import torch
 
@@ -43,6 +47,67 @@ def dataset_tensor(dataset, count: int) -> torch.Tensor:
         item = dataset[i]
         items.append(item[0] if isinstance(item, (tuple, list)) else item["image"] if isinstance(item, dict) else item)
     return torch.stack(items).float()
+
+
+#: Levels of the built-in discrete data sets at their own size (scikit-learn's digits: 17 grey levels); other image
+#: data sets are 8-bit (256); vector data sets are continuous.
+OWN_LEVELS = {"digits": 17}
+
+
+def data_levels(data, requested: Optional[int]) -> Optional[int]:
+    """The number of levels bits/dim dequantizes at: `requested` (0: continuous), else the data set's own."""
+    if requested is not None:
+        return requested or None
+    if not data.is_image:
+        return None
+    return OWN_LEVELS.get(data.name, 256)
+
+
+def as_levels(x: torch.Tensor, data_range, num_levels: int) -> Optional[torch.Tensor]:
+    """Data in `data_range` as integers in {0, ..., num_levels - 1}, or None if it does not lie on those levels
+    (images resized to another resolution are averages of pixels, no longer discrete)."""
+    low, high = data_range
+    k = (x.double() - low) / (high - low) * (num_levels - 1)
+    if (k - k.round()).abs().max() > 1e-4:
+        return None
+    return k.round().to(torch.int64)
+
+
+def likelihood_report(args, data) -> dict:
+    """Bits/dim of discrete data, uniformly dequantized at its own number of levels (as Song et al. 2021, Section
+    4.3 and Table 2, report 8-bit CIFAR-10), or nats/dim of continuous data, whose log-density is not comparable
+    with bits/dim."""
+    from scoresde_diffusers.pipelines import ScoreSdeLikelihoodPipeline
+
+    likelihood = ScoreSdeLikelihoodPipeline.from_pretrained(args.pipeline).to(args.device)
+    likelihood.set_progress_bar_config(disable=True)
+    x = dataset_tensor(data.dataset, args.bpd_samples)
+    num_levels = data_levels(data, args.num_levels)
+    note = None
+    levels = as_levels(x, data.data_range, num_levels) if num_levels else None
+    if num_levels and levels is None:
+        if args.num_levels is not None:
+            raise ValueError(
+                f"--num_levels {num_levels}: the {args.dataset!r} data does not lie on {num_levels} levels of "
+                f"{list(data.data_range)} (resized with --resolution?). Evaluate at the data's own resolution, "
+                f"or pass --num_levels 0 to score it as continuous data (nats/dim)."
+            )
+        note = f"not on the data set's {num_levels} levels at this resolution: scored as continuous data"
+        num_levels = None
+    if not num_levels and data.is_image:
+        # continuous images go in as values of the model's range (integers are dequantized into it by the pipeline)
+        (low, high), (model_low, model_high) = data.data_range, likelihood.data_range
+        x = (x - low) / (high - low) * (model_high - model_low) + model_low
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(levels if num_levels else x), batch_size=args.batch_size)
+    kwargs = {"num_levels": num_levels} if num_levels else {"dequantize": False}
+    result = likelihood.evaluate(loader, rtol=args.bpd_rtol, atol=args.bpd_rtol, generator=torch.Generator().manual_seed(args.seed), **kwargs)
+    count = int(result.per_sample_bits_per_dim.numel())
+    if num_levels:
+        return {"bits_per_dim": result.bits_per_dim, "bits_per_dim_stderr": result.bits_per_dim_stderr, "num_levels": num_levels, "bpd_num_samples": count}
+    nats = math.log(2)
+    report = {"nats_per_dim": result.bits_per_dim * nats, "nats_per_dim_stderr": result.bits_per_dim_stderr * nats, "num_levels": None, "bpd_num_samples": count}
+    report["likelihood_note"] = note or "continuous data: a log-density per dimension in nats, not comparable with the bits/dim of discrete data"
+    return report
 
 
 def sample(pipe_path: str, args, count: int) -> torch.Tensor:
@@ -85,7 +150,17 @@ OPTIONS = [
     ("--inception_weights", dict(default=None, help="Path of the FID Inception-v3 weights file (None: the torch hub cache).")),
     ("--feature_extractor", dict(default=None, help="'pixels' or 'module:callable' instead of Inception (None: Inception).")),
     ("--kid_subset_size", dict(type=int, default=1000, help="Subset size of the KID estimate.")),
-    ("--bpd_samples", dict(type=int, default=0, help="Data items for bits/dim (0: skip).")),
+    ("--bpd_samples", dict(type=int, default=0, help="Data items for the likelihood (0: skip).")),
+    (
+        "--num_levels",
+        dict(
+            type=int,
+            default=None,
+            help="Levels of the discrete data, dequantized uniformly for bits/dim: 256 for 8-bit images, 17 for the "
+            "8x8 digits; 0: continuous data, reported in nats/dim. None: the data set's own (17 for digits, 256 for "
+            "other images, continuous for vectors; continuous if resizing took the data off its levels).",
+        ),
+    ),
     ("--bpd_rtol", dict(type=float, default=1e-5, help="Relative and absolute tolerance of the likelihood ODE solve.")),
     ("--device", dict(default="cpu", help="torch device to sample on.")),
     ("--seed", dict(type=int, default=0, help="Seed of the sampling noise and the likelihood's Hutchinson probes.")),
@@ -123,13 +198,7 @@ def main(argv=None):
         metrics = image_distribution_metrics(real, fake, feature=feature, data_range=pipe.data_range, kid_subset_size=args.kid_subset_size)
         report.update(metrics, num_generated=len(fake), num_real=len(real), nfe_per_sample=nfe, sampling_seconds=time.perf_counter() - start)
     if args.bpd_samples > 0:
-        from scoresde_diffusers.pipelines import ScoreSdeLikelihoodPipeline
-
-        likelihood = ScoreSdeLikelihoodPipeline.from_pretrained(args.pipeline).to(args.device)
-        likelihood.set_progress_bar_config(disable=True)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset, range(min(args.bpd_samples, len(data.dataset)))), batch_size=args.batch_size)
-        result = likelihood.evaluate(loader, rtol=args.bpd_rtol, atol=args.bpd_rtol, generator=torch.Generator().manual_seed(args.seed))
-        report.update(bits_per_dim=result.bits_per_dim, bits_per_dim_stderr=result.bits_per_dim_stderr, bpd_num_samples=int(result.per_sample_bits_per_dim.numel()))
+        report.update(likelihood_report(args, data))
     with open(args.out, "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)
     print(json.dumps(report, indent=2))

@@ -117,3 +117,37 @@ def test_the_model_card_one_liner_loads_the_trained_folder(tmp_path):
     assert type(pipe).__name__ == "ScoreSdePCPipeline"
     pipe.set_progress_bar_config(disable=True)
     assert pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images.shape == (2, 2)
+
+
+def _digits_pipeline(folder):
+    """An exact-score Gaussian-mixture "model" of 8x8 one-channel images, saved as a pipeline."""
+    import torch
+
+    from scoresde_diffusers import GaussianMixtureScoreModel, VPSDEScheduler
+    from scoresde_diffusers.pipelines import ScoreSdeODEPipeline
+
+    scheduler = VPSDEScheduler()
+    means = torch.rand(2, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5
+    model = GaussianMixtureScoreModel.from_mixture([0.5, 0.5], means, [0.5, 0.5], scheduler=scheduler, sample_size=8, in_channels=1)
+    ScoreSdeODEPipeline(unet=model, scheduler=scheduler).save_pretrained(folder)
+    return str(folder)
+
+
+def test_evaluate_reports_bits_per_dim_of_the_digits_at_their_17_levels(tmp_path):
+    import json
+
+    pipe = _digits_pipeline(tmp_path / "pipe")
+    module = _evaluate_module()
+    common = ["--pipeline", pipe, "--dataset", "digits", "--no_fid", "--bpd_samples", "4", "--bpd_rtol", "1e-3"]
+    module.main([*common, "--out", str(tmp_path / "levels.json")])
+    report = json.loads((tmp_path / "levels.json").read_text())
+    assert report["num_levels"] == 17 and report["bits_per_dim"] > 0 and "nats_per_dim" not in report
+    module.main([*common, "--num_levels", "0", "--out", str(tmp_path / "continuous.json")])
+    report = json.loads((tmp_path / "continuous.json").read_text())
+    assert report["num_levels"] is None and "bits_per_dim" not in report and "continuous" in report["likelihood_note"]
+
+
+def test_evaluate_refuses_levels_the_data_is_not_on(tmp_path):
+    pipe = _digits_pipeline(tmp_path / "pipe")
+    with pytest.raises(ValueError, match="does not lie on 256 levels.*--num_levels 0"):
+        _evaluate_module().main(["--pipeline", pipe, "--dataset", "digits", "--no_fid", "--bpd_samples", "4", "--num_levels", "256", "--out", str(tmp_path / "r.json")])
