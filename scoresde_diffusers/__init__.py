@@ -23,6 +23,7 @@ _IMPORT_STRUCTURE: Dict[str, List[str]] = {
     "sampling.ode_solvers": ["ODESolution", "get_ode_solver"],
     "models": [
         "MODEL_PRESETS", "GaussianMixtureClassifier", "GaussianMixtureScoreModel", "MLPClassifier", "MLPScoreModel",
+        "NCSNppModel", "ScoreSdeDDPMModel",
         "TimeDependentClassifier", "TimeDependentClassifierOutput", "create_unet",
     ],
     "schedulers": [

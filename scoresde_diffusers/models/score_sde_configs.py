@@ -28,16 +28,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ..registry import TIMESTEP_MAPS
-from ..sampling.timesteps import TimestepMap
-
-# score_sde's discrete VE models take the index of the noise level, counted from the largest: index 0 is t = 1,
-# and score_sde rounds (1 - t)(N - 1) to the nearest level. The map itself stays invertible (the schedulers map
-# model timesteps back to times); the networks round a fractional index (see `NCSNppModel`).
-TIMESTEP_MAPS.register(
-    "noise_level_index",
-    TimestepMap(to_model=lambda sde, t, n: (1 - t) * (n - 1), to_t=lambda sde, k, n: 1 - k / (n - 1)),
-)
 
 SDE_SCHEDULERS = {"vesde": "VESDEScheduler", "vpsde": "VPSDEScheduler", "subvpsde": "SubVPSDEScheduler"}
 

@@ -9,6 +9,7 @@ Each map is registered in `TIMESTEP_MAPS` as a `TimestepMap(to_model, to_t)` pai
 | `scaled`     | t (N - 1)                          | score_sde's continuous VP / sub-VP models (`labels = t * 999`) |
 | `continuous` | t                                  | models conditioned on t itself                                 |
 | `sigma`      | sigma(t), the marginal std         | NCSN / NCSN++ models and diffusers' `ScoreSdeVePipeline`       |
+| `noise_level_index` | (1 - t)(N - 1)              | score_sde's discrete VE models (index of the noise level)      |
 
 Why `discrete` is t N - 1: DDPM's alpha_bar_k = prod_{i<=k} (1 - beta_i) with beta_i linear from beta_start to
 beta_end is, to first order in beta, exp(-(k+1) beta_start - (beta_end - beta_start) k (k+1) / (2 (N-1))), and
@@ -52,6 +53,13 @@ TIMESTEP_MAPS.register(
 TIMESTEP_MAPS.register(
     "continuous",
     TimestepMap(to_model=lambda sde, t, n: t, to_t=lambda sde, k, n: k),
+)
+# score_sde's discrete VE models (NCSN++ trained with the SMLD loss) take the index of the noise level, counted from
+# the largest: index 0 is t = 1, and score_sde rounds (1 - t)(N - 1) to the nearest level. The map stays invertible
+# (schedulers map model timesteps back to times); the networks round a fractional index (see `NCSNppModel`).
+TIMESTEP_MAPS.register(
+    "noise_level_index",
+    TimestepMap(to_model=lambda sde, t, n: (1 - t) * (n - 1), to_t=lambda sde, k, n: 1 - k / (n - 1)),
 )
 TIMESTEP_MAPS.register(
     "sigma",
