@@ -12,7 +12,7 @@ docs/training.md. The script is only the command line: the work is `scoresde_dif
 
 import sys
 
-from scoresde_diffusers.training import parse_args, train
+from scoresde_diffusers.training import CheckpointError, parse_args, train
 
 
 def main(argv=None):
@@ -21,4 +21,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, CheckpointError) as error:  # input the run refuses: the reason, not a traceback
+        sys.exit(f"error: {error}")

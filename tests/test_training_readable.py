@@ -151,3 +151,16 @@ def test_evaluate_refuses_levels_the_data_is_not_on(tmp_path):
     pipe = _digits_pipeline(tmp_path / "pipe")
     with pytest.raises(ValueError, match="does not lie on 256 levels.*--num_levels 0"):
         _evaluate_module().main(["--pipeline", pipe, "--dataset", "digits", "--no_fid", "--bpd_samples", "4", "--num_levels", "256", "--out", str(tmp_path / "r.json")])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fp16 is honoured on CUDA")
+def test_train_script_reports_a_refused_run_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train.py"), "--output_dir", str(tmp_path / "run"), "--mixed_precision", "fp16", "--report_to", "none"],
+        capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: --mixed_precision fp16 needs a CUDA GPU")
