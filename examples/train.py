@@ -3,15 +3,16 @@
 
     python examples/train.py                                   # VP model of the 8x8 digits, CPU, ~8 minutes
     accelerate launch examples/train.py --dataset path/to/images --resolution 32 --sde ve
-    accelerate launch --num_processes 2 --cpu examples/train.py --max_train_steps 100
+    accelerate launch --multi_gpu --num_processes 2 examples/train.py --cpu --max_train_steps 100   # 2 CPU processes
 
-All options: ``python examples/train.py --help``; the guide is docs/training.md. The script is only the command
-line: the work is `scoresde_diffusers.training.train`.
+diffusers' ``train_unconditional.py`` flag names work too (``--dataset_name``, ``--train_data_dir``,
+``--num_epochs``, ``--logger``, ...). All options: ``python examples/train.py --help``; the guide is
+docs/training.md. The script is only the command line: the work is `scoresde_diffusers.training.train`.
 """
 
 import sys
 
-from scoresde_diffusers.training import parse_args, train
+from scoresde_diffusers.training import CheckpointError, parse_args, train
 
 
 def main(argv=None):
@@ -20,4 +21,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, CheckpointError) as error:  # input the run refuses: the reason, not a traceback
+        sys.exit(f"error: {error}")

@@ -13,6 +13,7 @@ docs/controllable_generation.md. The work is `scoresde_diffusers.training.classi
 
 import sys
 
+from scoresde_diffusers.training import CheckpointError
 from scoresde_diffusers.training.classifier import parse_classifier_args, train_classifier
 
 
@@ -23,4 +24,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, CheckpointError) as error:  # input the run refuses: the reason, not a traceback
+        sys.exit(f"error: {error}")

@@ -118,3 +118,13 @@ def test_example_script_runs(tmp_path, monkeypatch):
     assert result.global_step == 20 and (tmp_path / "classifier" / "config.json").exists()
     assert json.loads((tmp_path / "classifier" / "config.json").read_text())["_class_name"] == "MLPClassifier"
     sys.modules.pop("train_classifier", None)
+
+
+def test_classifier_checkpoints_hold_only_safetensors_and_json(tmp_path):
+    """The classifier's checkpoints are the pickle-free ones of the score-model trainer, and resume."""
+    train_classifier(dataset="four_gaussians", output_dir=str(tmp_path), max_train_steps=20, checkpointing_steps=10, eval_times=(0.1,), progress_bar=False)
+    for name in ("checkpoint-10", "checkpoint-20"):
+        files = [os.path.join(root, f) for root, _, names in os.walk(tmp_path / name) for f in names]
+        assert files and all(f.endswith((".safetensors", ".json")) for f in files), files
+    resumed = train_classifier(dataset="four_gaussians", output_dir=str(tmp_path), max_train_steps=25, eval_times=(0.1,), resume_from_checkpoint="latest", progress_bar=False)
+    assert resumed.global_step == 25

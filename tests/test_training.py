@@ -103,6 +103,68 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
         train(tiny(out, max_train_steps=12, resume_from_checkpoint=str(out / "checkpoint-4")))
 
 
+TINY_DIGITS = dict(dataset="digits", width=8, channel_mult=[1, 2], train_batch_size=16, num_samples=64, num_sample_images=4, num_inference_steps=3)
+
+
+def test_checkpoints_hold_only_safetensors_and_json(tmp_path):
+    """Every file of every checkpoint is safetensors or JSON (no pickle to run on resume), and its EMA is a model
+    folder that `UNet2DModel.from_pretrained` loads, holding the weights the final pipeline was saved with."""
+    from diffusers import UNet2DModel
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    train(tiny(out, max_train_steps=4, checkpointing_steps=2, **TINY_DIGITS))
+    for checkpoint in list_checkpoints(str(out)):
+        files = [os.path.join(root, name) for root, _, names in os.walk(checkpoint) for name in names]
+        assert files and all(f.endswith((".safetensors", ".json")) for f in files), files
+    ema = UNet2DModel.from_pretrained(str(out / "checkpoint-4" / "unet_ema"))
+    final = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    for key, value in ema.state_dict().items():
+        torch.testing.assert_close(value, final[key], msg=key)
+
+
+class _Payload:
+    """Unpickling this creates `marker`: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_a_pickle_is_refused_without_unpickling(tmp_path):
+    import pickle
+
+    out = tmp_path / "run"
+    train(tiny(out, max_train_steps=4, checkpointing_steps=4))
+    marker = tmp_path / "payload-ran"
+    (out / "checkpoint-4" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(CheckpointError, match=r"holds pickled state \(custom_checkpoint_0.pkl\).*start a new run"):
+        train(tiny(out, max_train_steps=8, resume_from_checkpoint="latest"))
+    assert not marker.exists()
+
+
+def test_state_files_round_trip_an_optimizer_state(tmp_path):
+    """`save_state_files` / `load_state_files` give back an AdamW state dict (int keys, tuples, tensors) exactly."""
+    from scoresde_diffusers.training.checkpointing import load_state_files, save_state_files
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    save_state_files(str(tmp_path), "optimizer", optimizer.state_dict())
+    restored = load_state_files(str(tmp_path), "optimizer")
+    assert restored["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert set(restored["state"]) == {0, 1}
+    for index, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            torch.testing.assert_close(restored["state"][index][key], value)
+    fresh = torch.optim.AdamW(model.parameters(), lr=1.0)
+    fresh.load_state_dict(restored)
+    assert fresh.param_groups[0]["betas"] == (0.8, 0.99)
+
+
 def test_bad_configuration_errors(tmp_path):
     with pytest.raises(ValueError, match="Unknown loss 'l3'"):
         train(tiny(tmp_path / "a", loss="l3"))
@@ -135,8 +197,7 @@ def test_push_to_hub_against_a_local_stand_in(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_module, "create_repo", fake_create_repo)
     monkeypatch.setattr(hub_module, "upload_folder", fake_upload_folder)
     out = tmp_path / "digits-vp"
-    train(tiny(out, dataset="digits", width=8, channel_mult=[1, 2], max_train_steps=2, train_batch_size=16, num_samples=64,
-               num_sample_images=4, num_inference_steps=3, push_to_hub=True, hub_model_id="digits-vp", hub_private=True))
+    train(tiny(out, max_train_steps=2, **TINY_DIGITS, push_to_hub=True, hub_model_id="digits-vp", hub_private=True))
     assert calls["create_repo"] == dict(repo_id="digits-vp", exist_ok=True, token=None, private=True)
     upload = calls["upload_folder"]
     assert upload["repo_id"] == "someone/digits-vp" and upload["folder_path"] == str(out)
@@ -147,6 +208,7 @@ def test_push_to_hub_against_a_local_stand_in(tmp_path, monkeypatch):
     assert "dataset:digits" in card and "vp-sde" in card
     assert "`digits`" in card and "beta_min=0.1" in card and "![samples](samples.png)" in card and "UNet2DModel" in card
     assert '"max_train_steps": 2' in card and 'ScoreSdePCPipeline.from_pretrained("someone/digits-vp")' in card
+    assert 'DiffusionPipeline.from_pretrained("someone/digits-vp", trust_remote_code=True)' in card
 
 
 def test_bf16_and_gradient_accumulation(tmp_path):
@@ -193,3 +255,22 @@ def test_default_configuration_is_the_documented_main_job():
     assert (model.config.in_channels, model.config.sample_size) == (1, 8)
     assert type(scheduler).__name__ == "VPSDEScheduler" and scheduler.config.prediction_type == "epsilon"
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 1e6
+
+
+def test_state_files_round_trip_rng_states(tmp_path):
+    """Python, NumPy and torch RNG states (tuples, uint32 arrays, byte tensors) come back exactly: the same draws."""
+    import random
+
+    import numpy as np
+
+    from scoresde_diffusers.training.checkpointing import load_state_files, save_state_files
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "a.b": torch.ones(1), "a": {"b": torch.zeros(1)}}
+    save_state_files(str(tmp_path), "rng", states)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    restored = load_state_files(str(tmp_path), "rng")
+    random.setstate(restored["python"])
+    np.random.set_state(restored["numpy"])
+    torch.set_rng_state(restored["torch"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+    assert torch.equal(restored["a.b"], torch.ones(1)) and torch.equal(restored["a"]["b"], torch.zeros(1))

@@ -51,10 +51,11 @@ def test_python_examples_train_digits_end_to_end(tmp_path):
 
 def test_sigkill_then_resume_continues_the_run(tmp_path):
     """Kill a run with SIGKILL right after it wrote a checkpoint (possibly in the middle of the next save): the
-    latest checkpoint is complete, and `--resume_from_checkpoint latest` resumes at its step with its history."""
+    latest checkpoint is complete, `--resume_from_checkpoint latest` resumes at its step with its history, and
+    ends with the weights and EMA of an uninterrupted run (a schedule that does not depend on the step budget)."""
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, SCRIPT, "--output_dir", str(out), "--max_train_steps", "100000",
-                             "--checkpointing_steps", "3", "--checkpoints_total_limit", "2", *TINY_TOY],
+                             "--checkpointing_steps", "3", "--checkpoints_total_limit", "2", "--lr_scheduler", "constant_with_warmup", *TINY_TOY],
                             env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -76,17 +77,27 @@ def test_sigkill_then_resume_continues_the_run(tmp_path):
     state = _state(latest)
     step = state["step"]
     assert latest.endswith(f"checkpoint-{step}") and [s for s, _ in state["loss_history"]] == list(range(1, step + 1))
-    resumed = train(
-        output_dir=str(out), dataset="four_gaussians", num_samples=2048, train_batch_size=64, mlp_hidden_dim=32, mlp_layers=2,
-        sample_every=0, num_sample_images=16, num_inference_steps=5, report_to="none", progress_bar=False,
-        max_train_steps=step + 3, checkpointing_steps=3, resume_from_checkpoint="latest",
+    toy = dict(
+        dataset="four_gaussians", num_samples=2048, train_batch_size=64, mlp_hidden_dim=32, mlp_layers=2, sample_every=0,
+        num_sample_images=16, num_inference_steps=5, report_to="none", progress_bar=False, max_train_steps=step + 3,
+        checkpointing_steps=3, lr_scheduler="constant_with_warmup",
     )
+    resumed = train(output_dir=str(out), resume_from_checkpoint="latest", **toy)
     assert resumed.resumed_from == latest
     history = resumed.loss_history
     assert [s for s, _ in history] == list(range(1, step + 4))
     assert history[:step] == state["loss_history"]  # the curve continues from where it was cut
     final = _state(str(out / f"checkpoint-{step + 3}"))
     assert final["step"] == step + 3
+    straight = train(output_dir=str(tmp_path / "straight"), **toy)
+    assert straight.loss_history == history
+    from safetensors.torch import load_file
+
+    for part in ("model.safetensors", "unet_ema/diffusion_pytorch_model.safetensors"):
+        a, b = load_file(str(out / f"checkpoint-{step + 3}" / part)), load_file(str(tmp_path / "straight" / f"checkpoint-{step + 3}" / part))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{part}: {key}")
 
 
 def test_two_process_launch(tmp_path):
@@ -103,7 +114,8 @@ def test_two_process_launch(tmp_path):
     state = _state(str(out / "checkpoint-4"))
     assert state["num_processes"] == 2
     assert state["batches_per_epoch_per_process"] == 256 // 16 // 2  # each process sees half of the data
-    assert sorted(f for f in os.listdir(out / "checkpoint-4") if f.startswith("random_states")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert sorted(f for f in os.listdir(out / "checkpoint-4") if f.startswith("random_states_") and f.endswith(".json")) == ["random_states_0.json", "random_states_1.json"]
+    assert not [f for f in os.listdir(out / "checkpoint-4") if f.endswith(".pkl")]
     assert [s for s, _ in state["loss_history"]] == [1, 2, 3, 4]
     pipe = ScoreSdePCPipeline.from_pretrained(str(out))
     pipe.set_progress_bar_config(disable=True)

@@ -3,7 +3,7 @@
 ``accelerate launch examples/train.py`` is a thin command line over `train`; see docs/training.md.
 """
 
-from .checkpointing import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpointing import CheckpointError, CheckpointParts, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainingConfig, build_parser, parse_args
 from .losses import (
     LOSSES,
@@ -25,6 +25,7 @@ __all__ = [
     "ClassifierTrainingResult",
     "train_classifier",
     "CheckpointError",
+    "CheckpointParts",
     "DDPMLoss",
     "DenoisingScoreMatchingLoss",
     "ImportanceSampledLikelihoodLoss",

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
 from ..models.classifier import MLPClassifier, TimeDependentClassifier
-from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, write_json_atomic
+from .checkpointing import CheckpointParts, resolve_checkpoint, write_json_atomic
+from .config import _opt
+from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,59 +34,35 @@ ACCURACY_FILENAME = "accuracy.json"
 
 @dataclass
 class ClassifierTrainingConfig:
-    """Options of `train_classifier` (and of ``examples/train_classifier.py``, one ``--flag`` each).
+    """Options of `train_classifier` (and of ``examples/train_classifier.py``, one ``--flag`` each); every field's
+    help text, shown by ``python examples/train_classifier.py --help``, says what it does."""
 
-    Args:
-        dataset (`str`, defaults to ``"digits"``): a labelled set (`LABELLED_DATASETS`): ``digits`` (scikit-learn's
-            8x8 digits, 10 classes) or ``four_gaussians`` (2-D, the 4 components as classes).
-        sde (`str`, defaults to ``"vp"``): ``vp``, ``subvp`` or ``ve``: the SDE noising the data (its scheduler's
-            default configuration; pass `scheduler_path` to match a trained score model's scheduler instead).
-        scheduler_path (`str`, *optional*): a scheduler folder (or a pipeline folder with a ``scheduler``
-            subfolder) whose scheduler to train for, e.g. ``outputs/digits-vp``.
-        resolution (`int`, defaults to 8): image size of ``digits``.
-        output_dir (`str`, defaults to ``"outputs/classifier-digits"``): where checkpoints and the result go.
-        train_batch_size (`int`, defaults to 128), max_train_steps (`int`, defaults to 2000),
-        learning_rate (`float`, defaults to 2e-3), weight_decay (`float`, defaults to 0.0): the optimisation (AdamW,
-            cosine decay).
-        block_out_channels (`Tuple[int]`, defaults to ``(32, 64)``): widths of the image classifier.
-        hidden_dim (`int`, defaults to 128): width of the MLP classifier (vector data).
-        sampling_eps (`float`, defaults to 1e-3): smallest training time.
-        eval_fraction (`float`, defaults to 0.2): share of the data held out for the accuracy report.
-        eval_times (`Tuple[float]`, defaults to ``(0.1, 0.25, 0.5, 0.75, 1.0)``): times t of the accuracy report.
-        checkpointing_steps (`int`, *optional*): save a checkpoint every this many steps (and at the end).
-        checkpoints_total_limit (`int`, defaults to 2): checkpoints kept.
-        resume_from_checkpoint (`str`, *optional*): ``latest``, a ``checkpoint-<step>`` name or a folder.
-        mixed_precision (`str`, defaults to ``"no"``): accelerate's ``no``, ``fp16``, ``bf16``.
-        seed (`int`, defaults to 0): seed of the split, initialisation, batches and noise.
-        push_to_hub (`bool`, defaults to `False`), hub_model_id (`str`, *optional*), hub_token (`str`, *optional*),
-        hub_private (`bool`, defaults to `False`): upload ``output_dir`` (without checkpoints) to the Hub.
-        progress_bar (`bool`, defaults to `True`): show a tqdm bar.
-    """
-
-    dataset: str = "digits"
-    sde: str = "vp"
-    scheduler_path: Optional[str] = None
-    resolution: int = 8
-    output_dir: str = "outputs/classifier-digits"
-    train_batch_size: int = 128
-    max_train_steps: int = 2000
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    block_out_channels: Tuple[int, ...] = (32, 64)
-    hidden_dim: int = 128
-    sampling_eps: float = 1e-3
-    eval_fraction: float = 0.2
-    eval_times: Tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
-    checkpointing_steps: Optional[int] = None
-    checkpoints_total_limit: Optional[int] = 2
-    resume_from_checkpoint: Optional[str] = None
-    mixed_precision: str = "no"
-    seed: int = 0
-    push_to_hub: bool = False
-    hub_model_id: Optional[str] = None
-    hub_token: Optional[str] = None
-    hub_private: bool = False
-    progress_bar: bool = True
+    dataset: str = _opt("digits", "Labelled data set: digits (scikit-learn's 8x8 digits, 10 classes) or four_gaussians (2-D, the 4 components as classes).")
+    sde: str = _opt("vp", "SDE noising the data (ve, vp, subvp), with its scheduler's default configuration; --scheduler_path overrides it.")
+    scheduler_path: Optional[str] = _opt(None, "A scheduler folder, or a pipeline folder with a scheduler/ subfolder (e.g. outputs/digits-vp), whose scheduler to train for.")
+    resolution: int = _opt(8, "Image size of the digits.")
+    output_dir: str = _opt("outputs/classifier-digits", "Folder of the checkpoints, the classifier/ and scheduler/ folders and accuracy.json.")
+    train_batch_size: int = _opt(128, "Batch size per process.")
+    max_train_steps: int = _opt(2000, "Number of optimiser updates (AdamW, cosine decay).")
+    learning_rate: float = _opt(2e-3, "Peak learning rate.")
+    weight_decay: float = _opt(0.0, "AdamW weight decay.")
+    block_out_channels: Tuple[int, ...] = _opt((32, 64), "Widths of the image classifier's levels.", nargs="+")
+    hidden_dim: int = _opt(128, "Width of the MLP classifier (vector data).")
+    sampling_eps: float = _opt(1e-3, "Smallest training time t.")
+    eval_fraction: float = _opt(0.2, "Share of the data held out for the accuracy report.")
+    eval_times: Tuple[float, ...] = _opt((0.1, 0.25, 0.5, 0.75, 1.0), "Times t of the held-out accuracy report.", nargs="+")
+    checkpointing_steps: Optional[int] = _opt(None, "Save a checkpoint every N steps and at the end (None: no checkpoints).")
+    checkpoints_total_limit: Optional[int] = _opt(2, "Keep at most this many checkpoints (None: all).")
+    resume_from_checkpoint: Optional[str] = _opt(None, "'latest', a checkpoint-<step> name or a checkpoint folder to resume from.")
+    mixed_precision: Optional[str] = _opt(
+        None, "no, fp16 (CUDA only) or bf16; None: what `accelerate config` / `accelerate launch --mixed_precision` chose.", choices=["no", "fp16", "bf16"]
+    )
+    seed: int = _opt(0, "Seed of the split, initialisation, batches and noise.")
+    push_to_hub: bool = _opt(False, "Upload output_dir (without checkpoints) to the Hub at the end.")
+    hub_model_id: Optional[str] = _opt(None, "Hub repo id (None: the output folder's name).")
+    hub_token: Optional[str] = _opt(None, "Hub token (None: the logged-in one).")
+    hub_private: bool = _opt(False, "Create a private repo.", aliases=["--hub_private_repo"])
+    progress_bar: bool = _opt(True, "Show a tqdm progress bar (main process).")
 
     def __post_init__(self):
         if self.dataset not in LABELLED_DATASETS:
@@ -202,10 +178,17 @@ def evaluate_classifier(classifier, scheduler, x: torch.Tensor, y: torch.Tensor,
 # ---------------------------------------------------------------------------------------------- the loop
 def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overrides) -> ClassifierTrainingResult:
     """Train a time-dependent classifier on noised labelled data; see the module docstring. Keyword `overrides`
-    replace fields of `config` (or of the default config)."""
+    replace fields of `config` (or of the default config).
+
+    The steps are those of `trainer.train` (`scaffolding`): the accelerator, resuming, the progress bar, announced
+    checkpoints; only the data, the model and the loss are the classifier's.
+    """
     config = dataclasses.replace(config or ClassifierTrainingConfig(), **overrides) if overrides else (config or ClassifierTrainingConfig())
     output_dir = config.output_dir
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, project_config=ProjectConfiguration(project_dir=output_dir))
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    checkpoint = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
+    check_output_dir(output_dir)
+    accelerator = create_accelerator(output_dir, mixed_precision=config.mixed_precision)
     set_seed(config.seed)
 
     # 1. Data: a seeded held-out split for the accuracy report.
@@ -214,33 +197,25 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(config.seed))
     n_eval = max(1, int(round(config.eval_fraction * x.shape[0])))
     eval_idx, train_idx = order[:n_eval], order[n_eval:]
-    dataloader = DataLoader(
-        TensorDataset(x[train_idx], y[train_idx]), batch_size=config.train_batch_size, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
+    dataloader = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=config.train_batch_size, shuffle=True, drop_last=True)
     if len(dataloader) == 0:
         raise ValueError(f"{len(train_idx)} training items are fewer than one batch of {config.train_batch_size}; lower --train_batch_size.")
 
-    # 2. Model, optimiser, schedule.
+    # 2. Model, optimiser, schedule, and the run's own noise generator (checkpointed with it).
     scheduler = build_scheduler(config.sde, config.scheduler_path)
     classifier = build_classifier(tuple(x.shape[1:]), num_classes, scheduler, config)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_train_steps)
     classifier, optimizer, dataloader, lr_scheduler = accelerator.prepare(classifier, optimizer, dataloader, lr_scheduler)
-
-    global_step, loss_history = 0, []
-    resume = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
-    if resume is not None:
-        state = load_checkpoint(accelerator, resume, output_dir)
-        global_step, loss_history = int(state["step"]), state.get("loss_history", [])
-        logger.info("Resumed from %s at step %d", resume, global_step)
+    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1)
+    parts = CheckpointParts(model=classifier, optimizer=optimizer, lr_scheduler=lr_scheduler, generators={"noise": generator})
+    global_step, loss_history = restore_checkpoint(accelerator, checkpoint, parts, output_dir)
 
     def training_state() -> dict:
-        return {"step": global_step, "loss_history": loss_history, "config": dataclasses.asdict(config)}
+        return {"step": global_step, "loss_history": loss_history, "num_processes": accelerator.num_processes, "config": dataclasses.asdict(config)}
 
-    # 3. Cross-entropy on x_t at t ~ U(eps, 1), a mixture over times (Song et al. 2021, Appendix I.1).
-    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 1 + global_step)
-    progress = tqdm(total=config.max_train_steps, initial=global_step, disable=not (config.progress_bar and accelerator.is_local_main_process), desc="classifier")
+    # 3. Cross-entropy on x_t at t ~ U(eps, 1): a mixture of cross-entropy losses over times (Song et al. 2021, Appendix I.1).
+    progress = progress_bar(accelerator, config.max_train_steps, global_step, config.progress_bar, "classifier")
     classifier.train()
     while global_step < config.max_train_steps:
         for x0, labels in dataloader:
@@ -258,13 +233,13 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
             if global_step % 50 == 0 or global_step == config.max_train_steps:
                 loss_history.append([global_step, float(accelerator.gather(loss.detach().reshape(1)).mean())])
                 progress.set_postfix(loss=f"{loss_history[-1][1]:.3f}")
-            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, training_state(), config.checkpoints_total_limit)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0 and global_step < config.max_train_steps:
+                checkpoint_now(accelerator, output_dir, global_step, training_state(), parts, config.checkpoints_total_limit)
             if global_step >= config.max_train_steps:
                 break
     progress.close()
     if config.checkpointing_steps:
-        save_checkpoint(accelerator, output_dir, global_step, training_state(), config.checkpoints_total_limit)
+        checkpoint_now(accelerator, output_dir, global_step, training_state(), parts, config.checkpoints_total_limit)
 
     # 4. Save, report the held-out accuracy by noise level, optionally push.
     accelerator.wait_for_everyone()
@@ -281,27 +256,32 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
         if config.push_to_hub:
             from huggingface_hub import create_repo, upload_folder
 
-            repo_id = create_repo(config.hub_model_id or os.path.basename(os.path.normpath(output_dir)), exist_ok=True, token=config.hub_token, private=config.hub_private).repo_id
-            upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*", "*.tmp*"], token=config.hub_token, commit_message="End of training")
+            with announced(accelerator, f"Uploading {output_dir} to the Hub"):
+                repo_id = create_repo(config.hub_model_id or os.path.basename(os.path.normpath(output_dir)), exist_ok=True, token=config.hub_token, private=config.hub_private).repo_id
+                upload_folder(repo_id=repo_id, folder_path=output_dir, ignore_patterns=["checkpoint-*", ".tmp-*"], token=config.hub_token, commit_message="End of training")
     accelerator.end_training()
     return ClassifierTrainingResult(output_dir, global_step, accuracy, chance, loss_history)
 
 
 # ---------------------------------------------------------------------------------------------- command line
 def build_classifier_parser() -> argparse.ArgumentParser:
-    """One ``--flag`` per `ClassifierTrainingConfig` field."""
-    parser = argparse.ArgumentParser(description="Train a time-dependent classifier p_t(y | x_t) for class-conditional sampling.")
+    """One ``--flag`` per `ClassifierTrainingConfig` field, with its help text and default."""
+    parser = argparse.ArgumentParser(
+        description="Train a time-dependent classifier p_t(y | x_t) for class-conditional sampling.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     for f in dataclasses.fields(ClassifierTrainingConfig):
+        meta = dict(f.metadata)
+        names = [f"--{f.name}", *meta.pop("aliases", [])]
         default = f.default
         if f.type is bool or isinstance(default, bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default, **meta)
         elif isinstance(default, tuple):
             kind = float if default and isinstance(default[0], float) else int
-            parser.add_argument(f"--{f.name}", type=kind, nargs="+", default=default)
+            parser.add_argument(*names, dest=f.name, type=kind, default=default, **meta)
         else:
             kinds = (f.type, *getattr(f.type, "__args__", ()))  # Optional[int] -> (Optional[int], int, NoneType)
             kind = int if int in kinds else float if float in kinds else str
-            parser.add_argument(f"--{f.name}", type=kind, default=default)
+            parser.add_argument(*names, dest=f.name, type=kind, default=default, **meta)
     return parser
 
 

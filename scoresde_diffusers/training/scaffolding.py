@@ -1,0 +1,111 @@
+"""The steps every training loop of the project shares: the accelerator, resuming, the progress bar, and a log line
+around long periodic work (checkpoints, sample grids, uploads) so that a paused progress bar says why.
+
+`trainer.train` (score models) and `classifier.train_classifier` (time-dependent classifiers) are built from these.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from typing import List, Optional, Tuple
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from tqdm.auto import tqdm
+
+from .checkpointing import CheckpointParts, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def _log_with(report_to: Optional[str]):
+    if report_to in (None, "", "none"):
+        return None
+    if report_to == "wandb":
+        from accelerate.utils import is_wandb_available
+
+        if not is_wandb_available():
+            raise ValueError("--report_to wandb needs `pip install wandb`; use tensorboard or none.")
+    return report_to
+
+
+def check_output_dir(output_dir: str) -> None:
+    """`output_dir` must be a folder or not exist yet (it is created once the run has been set up)."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir!r} is a file; give a folder (it is created if it does not exist).")
+
+
+def create_accelerator(
+    output_dir: str,
+    cpu: bool = False,
+    mixed_precision: Optional[str] = None,
+    gradient_accumulation_steps: int = 1,
+    report_to: Optional[str] = None,
+    logging_dir: str = "logs",
+) -> Accelerator:
+    """The run's `Accelerator`.
+
+    `mixed_precision=None` keeps what ``accelerate config`` / ``accelerate launch --mixed_precision`` chose (the
+    ``ACCELERATE_MIXED_PRECISION`` environment variable), as diffusers' scripts do when the flag is not given. fp16
+    without CUDA is refused: accelerate would silently train in fp32.
+    """
+    # Several processes started by torchrun (what `accelerate launch --multi_gpu` runs) on a machine without CUDA:
+    # accelerate only forms a CPU (gloo) process group when told `cpu=True`; otherwise each process would train
+    # alone and they would all write the same folder.
+    several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # accelerate keeps its state in process-wide singletons; a second run in one process (a notebook, the tests)
+    # may ask for another mixed precision or accumulation, so start from a fresh state (the process group stays).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(
+        cpu=cpu or (several_processes and not torch.cuda.is_available()),
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=_log_with(report_to),
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        source = "--mixed_precision fp16" if mixed_precision else "the accelerate config (mixed_precision: fp16)"
+        raise ValueError(
+            f"{source} needs a CUDA GPU, and this run is on {accelerator.device.type}: accelerate would train in fp32 "
+            f"while the run records fp16. Use --mixed_precision bf16 (also on CPU) or no."
+        )
+    return accelerator
+
+
+def restore_checkpoint(accelerator, checkpoint: Optional[str], parts: CheckpointParts, output_dir: str) -> Tuple[int, List[List[float]]]:
+    """Load `checkpoint` (None: a new run) into `parts`; returns its step and the loss history up to it."""
+    if checkpoint is None:
+        return 0, []
+    state = load_checkpoint(accelerator, checkpoint, parts, output_dir)
+    step = int(state["step"])
+    logger.info(f"Resumed from {checkpoint} at step {step}.")
+    return step, [list(h) for h in state.get("loss_history", []) if h[0] <= step]
+
+
+def progress_bar(accelerator, total: int, initial: int, enabled: bool, desc: str):
+    return tqdm(total=total, initial=initial, disable=not (enabled and accelerator.is_local_main_process), desc=desc)
+
+
+@contextlib.contextmanager
+def announced(accelerator, what: str):
+    """Log `what` before long work and its duration after (main process), so that a paused progress bar says why."""
+    start = time.perf_counter()
+    if accelerator.is_main_process:
+        logger.info(f"{what} ...")
+    yield
+    if accelerator.is_main_process:
+        logger.info(f"{what}: done in {time.perf_counter() - start:.1f} s.")
+
+
+def checkpoint_now(accelerator, output_dir: str, step: int, state: dict, parts: CheckpointParts, total_limit: Optional[int]) -> str:
+    """`save_checkpoint` with a log line; every process must call it."""
+    with announced(accelerator, f"Step {step}: writing checkpoint-{step}"):
+        return save_checkpoint(accelerator, output_dir, step, state, parts, total_limit)
+
+
+__all__ = ["announced", "check_output_dir", "checkpoint_now", "create_accelerator", "progress_bar", "restore_checkpoint"]
