@@ -28,7 +28,7 @@ _IMPORT_STRUCTURE: Dict[str, List[str]] = {
     ],
     "schedulers": [
         "ScoreSdeDPMSolverMultistepScheduler", "ScoreSdeHeunScheduler", "ScoreSdeODESchedulerMixin",
-        "ScoreSdePCSchedulerMixin", "ScoreSdeSchedulerMixin", "ScoreSdeSchedulerOutput", "SubVPSDEScheduler",
+        "ScoreSdePCScheduler", "ScoreSdePCSchedulerMixin", "ScoreSdeSchedulerMixin", "ScoreSdeSchedulerOutput", "SubVPSDEScheduler",
         "VESDEScheduler", "VPSDEScheduler",
     ],
     "evaluation": ["image_distribution_metrics", "mixture_sample_metrics"],

@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..models.classifier import MLPClassifier, TimeDependentClassifier
+from ..registry import SDES
 from .checkpointing import CheckpointParts, resolve_checkpoint, write_json_atomic
 from .config import _opt
 from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
@@ -38,7 +39,7 @@ class ClassifierTrainingConfig:
     help text, shown by ``python examples/train_classifier.py --help``, says what it does."""
 
     dataset: str = _opt("digits", "Labelled data set: digits (scikit-learn's 8x8 digits, 10 classes) or four_gaussians (2-D, the 4 components as classes).")
-    sde: str = _opt("vp", "SDE noising the data (ve, vp, subvp), with its scheduler's default configuration; --scheduler_path overrides it.")
+    sde: str = _opt("vp", "SDE noising the data (ve, vp, subvp or a plugin's name), with its scheduler's default configuration; --scheduler_path overrides it.")
     scheduler_path: Optional[str] = _opt(None, "A scheduler folder, or a pipeline folder with a scheduler/ subfolder (e.g. outputs/digits-vp), whose scheduler to train for.")
     resolution: int = _opt(8, "Image size of the digits.")
     output_dir: str = _opt("outputs/classifier-digits", "Folder of the checkpoints, the classifier/ and scheduler/ folders and accuracy.json.")
@@ -67,8 +68,8 @@ class ClassifierTrainingConfig:
     def __post_init__(self):
         if self.dataset not in LABELLED_DATASETS:
             raise ValueError(f"Unknown labelled dataset {self.dataset!r}. Allowed: {', '.join(sorted(LABELLED_DATASETS))}.")
-        if self.scheduler_path is None and self.sde not in ("vp", "subvp", "ve"):
-            raise ValueError(f"Unknown SDE {self.sde!r}. Allowed: ve, vp, subvp.")
+        if self.scheduler_path is None and self.sde not in SDES:
+            raise ValueError(f"Unknown SDE {self.sde!r}. Allowed: {', '.join(SDES.names())}.")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must lie in (0, 1), got {self.eval_fraction}.")
         if self.max_train_steps < 1 or self.train_batch_size < 1:
@@ -124,18 +125,18 @@ def load_labelled_data(name: str = "digits", resolution: int = 8, seed: int = 0)
 def build_scheduler(sde: str = "vp", scheduler_path: Optional[str] = None):
     """A score-SDE scheduler: loaded from `scheduler_path` (a scheduler folder or a pipeline folder), or the
     default one of `sde`."""
-    from ..schedulers import SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
+    from .. import schedulers
 
-    classes = {"ve": VESDEScheduler, "vp": VPSDEScheduler, "subvp": SubVPSDEScheduler}
     if scheduler_path is None:
-        return classes[sde]()
+        scheduler_class = schedulers.pc_scheduler_class(sde)
+        return scheduler_class(sde_type=sde) if scheduler_class is schedulers.ScoreSdePCScheduler else scheduler_class()
     folder = os.path.join(scheduler_path, "scheduler") if os.path.isdir(os.path.join(scheduler_path, "scheduler")) else scheduler_path
     with open(os.path.join(folder, "scheduler_config.json"), encoding="utf-8") as f:
         name = json.load(f).get("_class_name")
-    by_name = {cls.__name__: cls for cls in classes.values()}
-    if name not in by_name:
-        raise ValueError(f"{folder} holds a {name}, not a score-SDE scheduler ({', '.join(by_name)}).")
-    return by_name[name].from_pretrained(folder)
+    scheduler_class = getattr(schedulers, name, None) if isinstance(name, str) else None
+    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, schedulers.ScoreSdeSchedulerMixin)):
+        raise ValueError(f"{folder} holds a {name}, not a score-SDE scheduler ({', '.join(n for n in schedulers.__all__ if n.endswith('Scheduler'))}).")
+    return scheduler_class.from_pretrained(folder)
 
 
 def build_classifier(sample_shape: Sequence[int], num_classes: int, scheduler, config: ClassifierTrainingConfig):

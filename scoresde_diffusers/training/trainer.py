@@ -64,30 +64,32 @@ class TrainingResult:
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
-def _scheduler_classes():
-    from ..schedulers import SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
-
-    return {"ve": VESDEScheduler, "vp": VPSDEScheduler, "subvp": SubVPSDEScheduler}
+SDE_PARAMETERS = ("beta_min", "beta_max", "sigma_min", "sigma_max")
 
 
-def build_scheduler(config: TrainingConfig, prediction_type: str, timestep_type: Optional[str]):
-    """The score-SDE scheduler the model is trained for and sampled with (saved in the final pipeline)."""
-    classes = _scheduler_classes()
-    if config.sde not in classes:
-        raise ValueError(f"Unknown SDE {config.sde!r} for training. Allowed: {', '.join(sorted(classes))}.")
-    kwargs = {"num_train_timesteps": config.num_train_timesteps, "prediction_type": prediction_type}
+def build_scheduler(config: TrainingConfig, prediction_type: Optional[str], timestep_type: Optional[str]):
+    """The score-SDE scheduler the model is trained for and sampled with (saved in the final pipeline): the SDE's own
+    predictor-corrector scheduler, or `ScoreSdePCScheduler` for an SDE registered by a plugin."""
+    from ..schedulers import ScoreSdePCScheduler, pc_scheduler_class
+
+    try:
+        scheduler_class = pc_scheduler_class(config.sde)
+    except ValueError as err:
+        raise ValueError(f"--sde {config.sde!r} is not allowed: {err}") from None
+    kwargs = {"num_train_timesteps": config.num_train_timesteps}
     optional = {
+        "prediction_type": prediction_type,
         "timestep_type": timestep_type,
-        "beta_min": config.beta_min,
-        "beta_max": config.beta_max,
-        "sigma_min": config.sigma_min,
-        "sigma_max": config.sigma_max,
+        **{name: getattr(config, name) for name in SDE_PARAMETERS},
         "predictor": config.predictor,
         "corrector": config.corrector,
         "snr": config.snr,
         "sampling_eps": config.sampling_eps,
     }
-    scheduler_class = classes[config.sde]
+    if scheduler_class is ScoreSdePCScheduler:
+        # A plugin's SDE: its parameters go into ``sde_config`` (the scheduler checks them against its constructor).
+        kwargs["sde_type"] = config.sde
+        kwargs["sde_config"] = {name: optional.pop(name) for name in SDE_PARAMETERS if optional[name] is not None}
     accepted = set(inspect.signature(scheduler_class.__init__).parameters)
     for key, value in optional.items():
         if value is None:
@@ -98,18 +100,26 @@ def build_scheduler(config: TrainingConfig, prediction_type: str, timestep_type:
     return scheduler_class(**kwargs)
 
 
+def _conditions_on_sigma(config: TrainingConfig) -> bool:
+    """Whether the model is called with sigma(t): asked for, or the convention of the SDE's models (VE: NCSN++)."""
+    from ..sdes import SDES
+
+    timestep_type = config.timestep_type or SDES.get(config.sde).default_timestep_type
+    return timestep_type == "sigma"
+
+
 def build_model_and_scheduler(config: TrainingConfig, data: TrainingData):
     """The score model and its scheduler, chosen together so the model's conditioning matches the timestep map."""
     model_name = config.model
     if model_name == "auto":
-        model_name = ("ncsnpp" if config.sde == "ve" else "ddpmpp") if data.is_image else "mlp"
+        model_name = ("ncsnpp" if _conditions_on_sigma(config) else "ddpmpp") if data.is_image else "mlp"
     if data.is_image and model_name == "mlp":
         raise ValueError(f"The mlp model is for vector data; {data.name!r} holds images of shape {data.sample_shape}. Use a UNet preset ({', '.join(MODEL_PRESETS.names())}).")
     if not data.is_image and model_name != "mlp":
         raise ValueError(f"{data.name!r} holds vectors of shape {data.sample_shape}; use --model mlp (or auto), not {model_name!r}.")
 
     if model_name == "mlp":
-        fourier = config.sde == "ve" or config.timestep_type == "sigma"
+        fourier = _conditions_on_sigma(config)
         model = MLPScoreModel(
             dim=data.sample_shape[0],
             hidden_dim=config.mlp_hidden_dim,
