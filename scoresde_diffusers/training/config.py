@@ -59,6 +59,12 @@ class TrainingConfig:
     # ------------------------------------------------------------------ model
     model: str = _opt("auto", "Score model: auto (mlp for vectors, ncsnpp for VE images, ddpmpp otherwise), mlp, ncsnpp, ddpmpp.")
     model_config: Optional[str] = _opt(None, "A UNet2DModel config.json (or folder) to use instead of a preset.", aliases=["--model_config_name_or_path"])
+    preset: Optional[str] = _opt(
+        None,
+        "A score_sde config (e.g. vp/cifar10_ddpmpp_continuous, ve/cifar10_ncsnpp_deep_continuous): the paper's exact network "
+        "(NCSN++ / DDPM++ / DDPM), SDE, data range, sampler and training recipe (batch 128, lr 2e-4, 5000 warm-up steps, "
+        "EMA, grad clip 1, its loss); options left at their defaults take the preset's values. See docs/checkpoints.md.",
+    )
     width: int = _opt(32, "UNet channels of the first level (score_sde's nf; 128 in the paper).")
     channel_mult: Optional[List[int]] = _opt(None, "UNet width multiplier per level, e.g. 1 2 2 (by resolution if not given).", nargs="+")
     layers_per_block: int = _opt(1, "UNet residual blocks per level (4 in the paper, 8 for 'deep').")
@@ -207,6 +213,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainingConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return TrainingConfig(**vars(args))
+        config = TrainingConfig(**vars(args))
+        if config.preset is not None:
+            from .presets import apply_preset
+
+            # A flag given on the command line wins over the preset even when it repeats the default.
+            config = apply_preset(config, keep=_given_options(parser, argv))
+        return config
     except ValueError as error:
         parser.error(str(error))
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> set:
+    """The options `argv` sets, whatever their values: the parse with every default replaced by a marker."""
+    marker = object()
+    parser.set_defaults(**{action.dest: marker for action in parser._actions if action.dest != "help"})
+    given = {name for name, value in vars(parser.parse_args(argv)).items() if value is not marker}
+    return given

@@ -38,11 +38,13 @@ from torch.utils.data import DataLoader
 
 from ..data import TrainingData, load_training_data
 from ..models.mlp import MLPScoreModel
+from ..models.score_sde_configs import create_score_sde_model, get_score_sde_config
 from ..models.unet_presets import MODEL_PRESETS, PRESET_PARAMETRIZATION, create_unet
 from .checkpointing import CheckpointError, CheckpointParts, resolve_checkpoint, write_json_atomic
 from .config import TrainingConfig
 from .losses import get_loss
 from .plotting import save_loss_plot, save_samples_figure
+from .presets import apply_preset
 from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = get_logger(__name__)
@@ -108,8 +110,49 @@ def _conditions_on_sigma(config: TrainingConfig) -> bool:
     return timestep_type == "sigma"
 
 
+def with_data_range(data: TrainingData, data_range) -> TrainingData:
+    """`data` (images in [-1, 1]) mapped affinely onto `data_range`, e.g. score_sde's uncentred [0, 1]."""
+    low, high = (float(v) for v in data_range)
+    if (low, high) == tuple(data.data_range):
+        return data
+    old_low, old_high = data.data_range
+    scale = (high - low) / (old_high - old_low)
+    dataset = _MappedDataset(data.dataset, lambda x: low + (x - old_low) * scale)
+    return dataclasses.replace(data, dataset=dataset, data_range=(low, high))
+
+
+class _MappedDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset, fn):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        return tuple(self.fn(x) for x in item) if isinstance(item, tuple) else self.fn(item)
+
+
+def build_preset_model_and_scheduler(config: TrainingConfig, data: TrainingData):
+    """score_sde's network of ``config.preset`` at the data's size and channels (and the width options, which the
+    preset set unless given), with the scheduler that calls it as score_sde does."""
+    preset = get_score_sde_config(config.preset)
+    if not data.is_image:
+        raise ValueError(f"--preset {config.preset} is an image network; {data.name!r} holds vectors of shape {data.sample_shape}.")
+    channels, resolution = data.sample_shape[0], data.sample_shape[1]
+    model = create_score_sde_model(
+        preset, sample_size=resolution, in_channels=channels, nf=config.width, ch_mult=tuple(config.channel_mult),
+        num_res_blocks=config.layers_per_block, attn_resolutions=tuple(config.attention_resolutions), dropout=config.dropout,
+    )
+    prediction_type = config.prediction_type or preset.prediction_type
+    timestep_type = config.timestep_type or preset.timestep_type
+    return model, build_scheduler(config, prediction_type, timestep_type)
+
+
 def build_model_and_scheduler(config: TrainingConfig, data: TrainingData):
     """The score model and its scheduler, chosen together so the model's conditioning matches the timestep map."""
+    if config.preset is not None:
+        return build_preset_model_and_scheduler(config, data)
     model_name = config.model
     if model_name == "auto":
         model_name = ("ncsnpp" if _conditions_on_sigma(config) else "ddpmpp") if data.is_image else "mlp"
@@ -319,6 +362,7 @@ def build_lr_scheduler(config: TrainingConfig, prepared_optimizer, num_processes
 def setup_training(config: TrainingConfig) -> TrainingRun:
     """1. Accelerator, data, model, scheduler, loss, optimiser, schedule, EMA; steps counted in epochs if asked.
     Nothing is written before everything is set up."""
+    config = apply_preset(config)
     check_output_dir(config.output_dir)
     accelerator = create_accelerator(
         config.output_dir, config.cpu, config.mixed_precision, config.gradient_accumulation_steps, config.report_to, config.logging_dir
@@ -341,6 +385,8 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
         cache_dir=config.cache_dir,
     )
     _check_channels(config, data)
+    if config.preset is not None:
+        data = with_data_range(data, get_score_sde_config(config.preset).data_range)
     model, scheduler = build_model_and_scheduler(config, data)
     loss_fn = get_loss(config.loss, scheduler, reduce_mean=config.reduce_mean, eps=config.train_eps)
     optimizer, ema = build_optimizer_and_ema(config, model)
