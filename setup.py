@@ -35,12 +35,13 @@ setup(
         "torchdiffeq>=0.2.3",
         "numpy",
         "tqdm",
-        "matplotlib",
     ],
     extras_require={
-        "train": ["accelerate>=0.30", "datasets>=2.19", "transformers", "tensorboard", "scikit-learn", "Jinja2"],
-        "eval": ["torchmetrics>=1.0"],
-        "test": ["torchmetrics>=1.0", "pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.19", "transformers", "tensorboard", "Jinja2"],
+        # matplotlib draws the loss curves and 2-D sample plots of training and of examples/four_gaussians.py.
+        "train": ["accelerate>=0.30", "datasets>=2.19", "tensorboard", "scikit-learn", "Jinja2", "matplotlib"],
+        # FID / KID: torchmetrics' metrics on torch-fidelity's Inception-v3 (examples/evaluate.py).
+        "eval": ["torchmetrics>=1.0", "torch-fidelity>=0.3", "scikit-learn"],
+        "test": ["torchmetrics>=1.0", "pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.19", "tensorboard", "Jinja2", "matplotlib"],
     },
     entry_points={},
 )

@@ -4,7 +4,7 @@ split under its likelihood. Writes a JSON report.
     python examples/evaluate.py --pipeline ./my-pipeline --dataset digits --num_samples 2000 \
         --num_inference_steps 20 --inception_weights ~/weights-inception-2015-12-05-6726825d.pth --out report.json
 
-FID / KID use torchmetrics (``pip install torchmetrics torch-fidelity``). The Inception-v3 weights are never
+FID / KID use torchmetrics and torch-fidelity (``pip install "scoresde_diffusers[eval]"``). The Inception-v3 weights are never
 downloaded: they come from ``--inception_weights`` or the torch hub cache, and a clear error says what to do when
 they are in neither. ``--feature_extractor pixels`` (raw pixels, for toy data and tests) or ``module:callable`` (a
 function returning a `torch.nn.Module` that maps uint8 images (N, C, H, W) to features (N, F)) replaces Inception.

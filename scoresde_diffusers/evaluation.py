@@ -90,7 +90,7 @@ def load_inception_feature(weights_path: Optional[str] = None, feature: int = 20
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("FID with Inception needs `pip install torchmetrics torch-fidelity`.") from error
+        raise ImportError("FID with Inception needs torchmetrics and torch-fidelity: `pip install \"scoresde_diffusers[eval]\"`.") from error
     if weights_path is None:
         hub = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_FILE)
         weights_path = hub if os.path.isfile(hub) else None
@@ -104,7 +104,7 @@ def load_inception_feature(weights_path: Optional[str] = None, feature: int = 20
     try:
         return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=weights_path)
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("The Inception feature extractor needs `pip install torch-fidelity`.") from error
+        raise ImportError("The Inception feature extractor needs torch-fidelity: `pip install \"scoresde_diffusers[eval]\"`.") from error
 
 
 def _as_uint8_images(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
@@ -140,7 +140,7 @@ def image_distribution_metrics(
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError as error:
-        raise ImportError("FID / KID need `pip install torchmetrics` (and torch-fidelity for Inception).") from error
+        raise ImportError("FID / KID need torchmetrics (and torch-fidelity for Inception): `pip install \"scoresde_diffusers[eval]\"`.") from error
     if isinstance(feature, int):
         feature = load_inception_feature(inception_weights, feature)
     elif not hasattr(feature, "num_features"):
