@@ -130,7 +130,27 @@ class ScoreSdePipelineMixin:
         becomes ours (`SCHEDULER_SWAPS`) and `data_range` theirs, unless `scheduler` or `data_range` is passed. A
         folder of any other diffusers pipeline is an error naming the supported ones."""
         kwargs.update(cls._hub_layout_kwargs(pretrained_model_name_or_path, kwargs))
+        cls._check_local_weights(pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _check_local_weights(cls, path, kwargs: dict) -> None:
+        """A local folder whose model component has a config but no weights is an error naming the safetensors
+        file expected, rather than diffusers' request for a pickled ``diffusion_pytorch_model.bin``."""
+        if not os.path.isdir(path):
+            return  # a Hub id: diffusers downloads and reports
+        with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+        for name, spec in index.items():
+            folder = os.path.join(path, name)
+            if name.startswith("_") or name in kwargs or not os.path.isfile(os.path.join(folder, "config.json")):
+                continue
+            if not any(file.endswith(".safetensors") or file.endswith(".safetensors.index.json") for file in os.listdir(folder)):
+                raise FileNotFoundError(
+                    f"{folder} has a config.json but no weights: expected diffusion_pytorch_model.safetensors (only "
+                    f"safetensors are loaded, never pickles). Save the {name} with `save_pretrained` (safetensors by "
+                    f"default), or pass {name}=... to from_pretrained."
+                )
 
     @classmethod
     def _hub_layout_kwargs(cls, path, kwargs: dict) -> dict:

@@ -124,3 +124,12 @@ def test_a_step_count_no_grid_could_hold_is_refused_before_allocating_it():
     scheduler = VPSDEScheduler()
     with pytest.raises(ValueError, match=r"num_inference_steps=1000000000000 is more than 1,000,000"):
         scheduler.set_timesteps(10**12)
+
+
+def test_a_saved_model_folder_without_weights_names_the_safetensors_file(tmp_path):
+    pipe = _pipe(ScoreSdePCPipeline)
+    pipe.save_pretrained(tmp_path)
+    for file in (tmp_path / "unet").glob("*.safetensors"):
+        file.unlink()
+    with pytest.raises(FileNotFoundError, match=r"unet has a config.json but no weights: expected diffusion_pytorch_model.safetensors"):
+        ScoreSdePCPipeline.from_pretrained(tmp_path)
