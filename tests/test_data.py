@@ -90,3 +90,9 @@ def test_image_transform_crop_and_flip():
     assert 5 < sum(v == -1 for v in flips) < 35  # both orientations occur
     with pytest.raises(ValueError, match="num_channels must be 1 or 3"):
         ImageTransform(4, num_channels=2)
+
+
+def test_a_local_folder_with_no_images_says_so(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"holds no images \(no file ending in .png"):
+        load_training_data(str(tmp_path))

@@ -158,6 +158,18 @@ class HFImageDataset(Dataset):
         return self.transform(image)
 
 
+#: File endings `datasets`' imagefolder reads as images (the common ones).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageFolderError(ValueError):
+    """A local folder given as a data set that holds nothing to train on."""
+
+
+def _is_image_file(file: str) -> bool:
+    return file.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def _load_hf_dataset(name: str, split: str, cache_dir: Optional[str]):
     import datasets
 
@@ -165,6 +177,11 @@ def _load_hf_dataset(name: str, split: str, cache_dir: Optional[str]):
         if os.path.isfile(os.path.join(name, "dataset_info.json")) or os.path.isfile(os.path.join(name, "dataset_dict.json")):
             loaded = datasets.load_from_disk(name)
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if not any(_is_image_file(file) for _, _, files in os.walk(name) for file in files):
+            raise ImageFolderError(
+                f"The folder {name!r} holds no images (no file ending in {', '.join(IMAGE_EXTENSIONS)}, in it or its "
+                f"sub-folders) and is not a `save_to_disk` data set (no dataset_info.json / dataset_dict.json)."
+            )
         return datasets.load_dataset("imagefolder", data_dir=name, split=split, cache_dir=cache_dir)
     return datasets.load_dataset(name, split=split, cache_dir=cache_dir)
 
@@ -224,6 +241,8 @@ def load_training_data(
         return DATASETS.get(name)(**kwargs)
     try:
         hf_dataset = _load_hf_dataset(name, split, cache_dir)
+    except ImageFolderError:
+        raise
     except Exception as error:  # datasets raises many kinds (FileNotFoundError, ConnectionError, DatasetNotFoundError)
         raise ValueError(
             f"Unknown dataset {name!r}: it is not a built-in ({', '.join(DATASETS.names())}), not a local folder, and "
