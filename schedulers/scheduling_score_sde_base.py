@@ -20,7 +20,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
-from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, to_score
+from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, input_scale, to_score
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
 from scoresde_diffusers.utils import append_dims, check_finite, check_num_steps, compute_dtype, describe
@@ -292,8 +292,15 @@ class ScoreSdeSchedulerMixin:
         return from_score(self.sde, self.get_score(model_output, sample, t), sample, t, "sample")
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
-        """Score-SDE models take x_t unscaled; returned as is (diffusers interface)."""
-        return sample
+        """The model's input at `timestep` (diffusers interface): x_t as it is, except for prediction types that
+        normalise it (``edm``: c_in x_t / m, Karras et al. 2022), which need the `timestep`."""
+        if PREDICTION_TYPES.get(self.config.prediction_type).input_scale is None:
+            return sample
+        if timestep is None:
+            raise ValueError(f"prediction_type={self.config.prediction_type!r} scales the model input by the noise level: pass the timestep.")
+        t = self._train_times(_as_tensor(timestep, device=sample.device), sample)
+        dtype = compute_dtype(sample.dtype)
+        return (sample.to(dtype) * input_scale(self.sde, sample.to(dtype), t.to(dtype), self.config.prediction_type)).to(sample.dtype)
 
     # ------------------------------------------------------------------ training helpers
     def _train_times(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

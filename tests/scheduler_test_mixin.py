@@ -91,7 +91,10 @@ class SchedulerCommonTest:
         `timesteps` round it), so two schedulers on the same continuous grid call it at exactly the same times."""
         for i, t in enumerate(scheduler.timesteps):
             model_t = scheduler.t_to_timestep(scheduler.timestep_times[i]) if model_times else t
-            x = scheduler.step(model(x, model_t).sample, t, x, generator=torch.Generator().manual_seed(i)).prev_sample
+            # diffusers' scheduler-agnostic loops hand the model `scale_model_input`'s output (identity unless the
+            # prediction type preconditions its input, as ``edm`` does)
+            model_output = model(scheduler.scale_model_input(x, model_t), model_t).sample
+            x = scheduler.step(model_output, t, x, generator=torch.Generator().manual_seed(i)).prev_sample
         return x
 
     # ------------------------------------------------------------------ config

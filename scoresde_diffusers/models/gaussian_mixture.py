@@ -13,7 +13,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from ..sampling.parametrization import PREDICTION_TYPES, from_score
+from ..sampling.parametrization import PREDICTION_TYPES, from_score, input_scale
 from ..sampling.timesteps import timestep_to_t
 from ..sdes import get_sde
 
@@ -32,7 +32,8 @@ class GaussianMixtureScoreModel(ModelMixin, ConfigMixin):
         dim (`int`): D, the data dimension.
         sde (`str`, defaults to ``"vp"``): registered name of the SDE the mixture is pushed through.
         sde_config (`dict`, *optional*): keyword arguments of that SDE (its defaults otherwise).
-        prediction_type (`str`, defaults to ``"score"``): ``score``, ``epsilon``, ``sample`` or ``v_prediction``.
+        prediction_type (`str`, defaults to ``"score"``): ``score``, ``epsilon``, ``sample``, ``v_prediction`` or
+            ``edm`` (then, like a preconditioned network, it takes the scheduler's scaled input).
         timestep_type (`str`, defaults to ``"continuous"``): how the `timestep` argument maps to t.
         num_train_timesteps (`int`, defaults to 1000): N of the ``discrete`` / ``scaled`` timestep maps.
         sample_size (`int`, *optional*): H = W of image-shaped samples (read by diffusers' pipelines).
@@ -231,6 +232,8 @@ class GaussianMixtureScoreModel(ModelMixin, ConfigMixin):
             timestep = timestep.double()
         t = timestep_to_t(self.sde, timestep, self.config.timestep_type, self.config.num_train_timesteps)
         t = self._times(t.to(sample.dtype), sample)
-        score = self.score(sample, t)
-        output = from_score(self.sde, score, sample, t, self.config.prediction_type)
+        scale = input_scale(self.sde, sample, t, self.config.prediction_type)
+        x = sample if scale is None else sample / scale  # a preconditioned model is handed c_in x_t: undo it
+        score = self.score(x, t)
+        output = from_score(self.sde, score, x, t, self.config.prediction_type)
         return UNet2DOutput(sample=output) if return_dict else (output,)

@@ -50,14 +50,14 @@ class TrainingConfig:
     sigma_min: Optional[float] = _opt(None, "VE sigma(0) (default 0.01).")
     sigma_max: Optional[float] = _opt(None, "VE sigma(1) (default 50; about the largest distance between data points).")
     num_train_timesteps: int = _opt(1000, "N of the discrete losses and of the timestep maps.", aliases=["--ddpm_num_steps"])
-    prediction_type: Optional[str] = _opt(None, "What the model predicts: score, epsilon, sample, v_prediction (default: the model preset's).")
+    prediction_type: Optional[str] = _opt(None, "What the model predicts: score, epsilon, sample, v_prediction, edm (default: the model preset's; edm for VE images).")
     timestep_type: Optional[str] = _opt(None, "How t is passed to the model: discrete, scaled, continuous, sigma (default: the preset's / the scheduler's).")
     loss: str = _opt("dsm", "Loss: dsm (lambda = sigma^2), likelihood (lambda = g^2, importance-sampled t), likelihood_uniform, smld, ddpm.")
     reduce_mean: bool = _opt(True, "Average the squared error over data dimensions (--no-reduce_mean: sum, as score_sde).")
     train_eps: float = _opt(1e-5, "Smallest training time of the continuous losses.")
 
     # ------------------------------------------------------------------ model
-    model: str = _opt("auto", "Score model: auto (mlp for vectors, ncsnpp for VE images, ddpmpp otherwise), mlp, ncsnpp, ddpmpp.")
+    model: str = _opt("auto", "Score model: auto (mlp for vectors, ddpmpp for images: with EDM preconditioning for VE), mlp, ncsnpp, ddpmpp.")
     model_config: Optional[str] = _opt(None, "A UNet2DModel config.json (or folder) to use instead of a preset.", aliases=["--model_config_name_or_path"])
     preset: Optional[str] = _opt(
         None,

@@ -44,6 +44,7 @@ from typing import Optional
 import torch
 
 from ..registry import Registry
+from ..sampling.parametrization import loss_weight
 from ..utils import append_dims
 
 #: Training losses by name: ``LOSSES.get("dsm")(scheduler, reduce_mean=True)``.
@@ -62,8 +63,9 @@ class LossOutput:
 def model_score(model, scheduler, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """grad log p_t(x_t) as the model estimates it: the model is called with the scheduler's timestep map and its
     output read as the scheduler's ``prediction_type`` (computed in float32 even under mixed precision)."""
-    timestep = scheduler.t_to_timestep(t).to(torch.float32)
-    output = model(x_t, timestep).sample
+    timestep = scheduler.t_to_timestep(t)
+    model_input = scheduler.scale_model_input(x_t, timestep)
+    output = model(model_input, timestep.to(torch.float32)).sample
     return scheduler.get_score(output.float(), x_t.float(), t.float())
 
 
@@ -99,6 +101,9 @@ class ScoreMatchingLoss(abc.ABC):
         x_t = mean + std * z
         score = model_score(model, self.scheduler, x_t, t)
         residual = (std * score + z).flatten(1) ** 2
+        output_weight = loss_weight(self.sde, x0, t, self.scheduler.config.prediction_type)
+        if output_weight is not None:  # a parametrisation trained uniformly in its own output (EDM's)
+            weight = weight * output_weight.to(weight.dtype)
         losses = (residual.mean(1) if self.reduce_mean else residual.sum(1)) * weight
         return LossOutput(loss=losses.mean(), losses=losses, t=t)
 
