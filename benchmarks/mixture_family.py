@@ -21,6 +21,7 @@ spread <= 0.02 + spread_floor and mode TV <= 2 TV_floor + 0.005 (the last as in 
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -41,10 +42,9 @@ PC_STEPS = 1000
 GAP_TARGET, SPREAD_TARGET, TV_SLACK = 0.01, 0.02, 0.005
 #: The issue's budgets: VP and sub-VP must reach the target by 20 NFE, VE by 35.
 NFE_TARGET = {"ve": 35, "vp": 20, "subvp": 20}
-# Work per model evaluation ~ batch * K * D^2 (the exact score). ODE batches grow at small D so that the log-density
-# floor (~ 1 / sqrt(2 B D)) stays well under the target; the PC reference's batch shrinks with K D^2 so that its
-# 1000-2000 evaluations stay in minutes.
-PC_WORK = 2e7
+# The log-density floor the ODE batches aim at (a quarter of the target), and the work per PC evaluation
+# (batch * K * D^2, the exact score's cost).
+GAP_FLOOR, PC_WORK = 0.0025, 4e6
 
 
 def badness(row) -> float:
@@ -56,11 +56,13 @@ def badness(row) -> float:
     )
 
 
-def batch_sizes(dim: int, modes: int, quick: bool):
-    """Batch of the ODE runs and of the (1000-step) PC reference for a mixture of `dim` and `modes`."""
+def batch_sizes(dim: int, modes: int, logp_std: float, quick: bool):
+    """Batch of the ODE runs and of the PC reference for a mixture of `dim` and `modes` whose true log-density has
+    standard deviation `logp_std`: the ODE batch brings the log-density floor std / sqrt(B) / D to `GAP_FLOOR`
+    (2000 to 20000 samples), the PC batch keeps its 1000-2000 evaluations of cost ~ B K D^2 within minutes."""
     if quick:
         return 256, 128
-    ode = min(20000, max(2000, 40000 // dim))
+    ode = int(min(20000, max(2000, math.ceil((logp_std / dim / GAP_FLOOR) ** 2))))
     return ode, int(min(ode, max(200, PC_WORK // (modes * dim * dim))))
 
 
@@ -100,9 +102,11 @@ def run(seed: int, num_mixtures: int, quick: bool, nfes=NFES, pc_steps=PC_STEPS,
         mixture_seed = seed + i
         generator = torch.Generator().manual_seed(mixture_seed)
         mixture = random_mixture(generator, max_dim=max_dim)
-        batch, pc_batch = batch_sizes(mixture.dim, mixture.num_modes, quick)
         reference_model = family_member(mixture, "vp", "continuous_score").model
-        reference = reference_model.sample_data(8000 if quick else 40000, generator=generator).double()
+        probe = reference_model.sample_data(2000, generator=generator)
+        batch, pc_batch = batch_sizes(mixture.dim, mixture.num_modes, float(reference_model.log_prob(probe).std()), quick)
+        # True samples for the metrics: 5 times the batch (at least 20000), so their own noise is below the floors.
+        reference = reference_model.sample_data(4000 if quick else min(100000, max(20000, 5 * batch)), generator=generator)
         latents = torch.randn(batch, mixture.dim, generator=generator, dtype=torch.float64)
         for j, (label, member) in enumerate(members_of(mixture, generator)):
             name = f"{mixture_seed}.{j}"
@@ -110,10 +114,11 @@ def run(seed: int, num_mixtures: int, quick: bool, nfes=NFES, pc_steps=PC_STEPS,
             runs = [(f"default ODE, {nfe} NFE", lambda nfe=nfe: sample_ode(member, latents, nfe, mixture.data_range)) for nfe in nfes]
             if pc_steps:
                 runs.append((f"PC {pc_steps} steps (reference)", lambda: sample_pc(member, latents[:pc_batch], pc_steps, mixture.data_range, mixture_seed)))
+            reference_logp = torch.cat([member.model.log_prob(chunk) for chunk in reference.split(5000)])
             for sampler, sample in runs:
                 start = time.time()
                 samples, nfe = sample()
-                metrics = mixture_sample_metrics(member.model, samples, reference=reference, generator=torch.Generator().manual_seed(mixture_seed))
+                metrics = mixture_sample_metrics(member.model, samples, reference=reference, reference_logp=reference_logp, generator=torch.Generator().manual_seed(mixture_seed))
                 row = {"member": name, "label": label, "sde": member.description["sde"], "sampler": sampler, "nfe": nfe, "batch": samples.shape[0], **metrics}
                 row["badness"] = badness(row)
                 rows.append(row)
