@@ -168,18 +168,40 @@ def test_random_family_member_is_deterministic_per_seed():
 # Members on which the default ODE sampler (UniPC-3, clipped logSNR grid) reaches the target at 35 NFE today; the
 # full family (docs/benchmarks.md, "Worst case over a random mixture family") also has members where it does not.
 # Tolerances: |gap| <= 0.01 nats/dim + 2 floors, spread <= 0.02 + its floor, mode TV <= 2 floors + 0.005.
-PINNED = []
+PINNED = [
+    (6, "ve", "sigma_score", 4.0),  # D = 6, 4 modes in [-1, 1], narrowest std 0.057
+    (6, "vp", "ddpm_epsilon", 1.0),
+    (6, "subvp", "continuous_score", 1.0),
+    (9, "vp", "ddpm_epsilon", 1.0),  # D = 3, 5 modes in [0, 1], narrowest std 0.044
+    (4, "subvp", "continuous_score", 1.0),  # D = 5, 2 modes in [0, 1], narrowest std 0.051
+    (8, "ve", "continuous_score", 4.0),  # D = 10, 2 modes in [0, 1], narrowest std 0.045
+]
 
 
 @pytest.mark.parametrize("seed, sde, parametrization, factor", PINNED)
 def test_default_ode_sampler_reaches_the_floor_at_35_nfe_on_pinned_members(seed, sde, parametrization, factor):
+    metrics = default_ode_metrics(seed, sde, parametrization, factor, nfe=35)
+    assert abs(metrics["logp_gap"]) <= 0.01 + 2 * metrics["logp_gap_floor"], metrics
+    assert metrics["spread"] <= 0.02 + metrics["spread_floor"], metrics
+    assert metrics["mode_tv"] <= 2 * metrics["mode_tv_floor"] + 0.005, metrics
+
+
+# A member where the default misses the issue's VP target today (20 NFE): one mode of std 0.030-0.19 in 3-D [0, 1].
+# The grid ends at the absolute noise level 0.03, the narrowest mode's own width, and the last step extrapolates
+# the denoiser from there to zero noise: the samples come out too concentrated (gap -0.077 nats/dim, spread 9.5%
+# at 20 NFE; -0.057 and 7.3% at 35). Strict: when a derived default fixes it, this test fails and is turned around.
+@pytest.mark.xfail(strict=True, reason="issue 13: the default's absolute end noise 0.03 equals this member's narrowest mode std")
+def test_default_ode_sampler_reaches_the_floor_at_20_nfe_on_a_narrow_single_mode_vp_member():
+    metrics = default_ode_metrics(11, "vp", "ddpm_epsilon", 1.0, nfe=20)
+    assert abs(metrics["logp_gap"]) <= 0.01 + 2 * metrics["logp_gap_floor"], metrics
+    assert metrics["spread"] <= 0.02 + metrics["spread_floor"], metrics
+
+
+def default_ode_metrics(seed, sde, parametrization, factor, nfe, batch=4000):
+    """`mixture_sample_metrics` of `ScoreSdeODEPipeline`'s default at `nfe` on a member of mixture `seed`."""
     mixture = random_mixture(torch.Generator().manual_seed(seed), max_dim=16)
     member = family_member(mixture, sde, parametrization, sigma_max_factor=factor)
     pipe = ScoreSdeODEPipeline(unet=member.model, scheduler=member.scheduler, data_range=mixture.data_range)
     pipe.set_progress_bar_config(disable=True)
-    batch = 4000
-    samples = pipe(batch_size=batch, num_inference_steps=35, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    m = mixture_sample_metrics(member.model, samples, num_reference=20000)
-    assert abs(m["logp_gap"]) <= 0.01 + 2 * m["logp_gap_floor"], m
-    assert m["spread"] <= 0.02 + m["spread_floor"], m
-    assert m["mode_tv"] <= 2 * m["mode_tv_floor"] + 0.005, m
+    samples = pipe(batch_size=batch, num_inference_steps=nfe, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    return mixture_sample_metrics(member.model, samples, num_reference=20000)
