@@ -44,17 +44,24 @@ PC_STEPS = 1000
 NFE_TARGET = {"ve": 35, "vp": 20, "subvp": 20}
 # The log-density floor the ODE batches aim at (a quarter of the target), and the work per PC evaluation
 # (batch * K * D^2, the exact score's cost).
-GAP_FLOOR, PC_WORK = 0.0025, 4e6
+GAP_FLOOR, ODE_WORK, PC_WORK = 0.0025, 1e9, 4e6
 
 
 def batch_sizes(dim: int, modes: int, logp_std: float, quick: bool):
     """Batch of the ODE runs and of the PC reference for a mixture of `dim` and `modes` whose true log-density has
     standard deviation `logp_std`: the ODE batch brings the log-density floor std / sqrt(B) / D to `GAP_FLOOR`
-    (2000 to 20000 samples), the PC batch keeps its 1000-2000 evaluations of cost ~ B K D^2 within minutes."""
+    (2000 to 20000 samples) unless an evaluation would cost more than `ODE_WORK` (then the floor is larger, and
+    shown), the PC batch keeps its 1000-2000 evaluations of cost ~ B K D^2 within minutes."""
     if quick:
         return 256, 128
-    ode = int(min(20000, max(2000, math.ceil((logp_std / dim / GAP_FLOOR) ** 2))))
+    ode = int(min(20000, max(2000, math.ceil((logp_std / dim / GAP_FLOOR) ** 2)), max(2000, ODE_WORK // (modes * dim * dim))))
     return ode, int(min(ode, max(200, PC_WORK // (modes * dim * dim))))
+
+
+def sample_in_chunks(model, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` true samples; `sample_data` holds a (B, D, D) Cholesky factor per sample, so at most ~1e7 entries at once."""
+    chunk = max(1, int(1e7 // model.config.dim**2))
+    return torch.cat([model.sample_data(min(chunk, count - start), generator=generator) for start in range(0, count, chunk)])
 
 
 def members_of(mixture, generator):
@@ -97,7 +104,7 @@ def run(seed: int, num_mixtures: int, quick: bool, nfes=NFES, pc_steps=PC_STEPS,
         probe = reference_model.sample_data(2000, generator=generator)
         batch, pc_batch = batch_sizes(mixture.dim, mixture.num_modes, float(reference_model.log_prob(probe).std()), quick)
         # True samples for the metrics: 5 times the batch (at least 20000), so their own noise is below the floors.
-        reference = reference_model.sample_data(4000 if quick else min(100000, max(20000, 5 * batch)), generator=generator)
+        reference = sample_in_chunks(reference_model, 4000 if quick else min(100000, max(20000, 5 * batch)), generator)
         latents = torch.randn(batch, mixture.dim, generator=generator, dtype=torch.float64)
         for j, (label, member) in enumerate(members_of(mixture, generator)):
             name = f"{mixture_seed}.{j}"
