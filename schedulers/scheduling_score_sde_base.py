@@ -19,7 +19,7 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, TIMESTEP_MAPS
+from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, SDES, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, input_scale, to_score
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
@@ -83,6 +83,21 @@ class ScoreSdeSchedulerMixin:
         self.t_grid = None
         self._step_index = None
         self._device_times = {}
+
+    def _sde_class_of(self, sde_type: str):
+        """The SDE class registered as `sde_type`. The config's unset ``prediction_type``, ``timestep_type`` and
+        ``sampling_eps`` take that class's conventions and are written back, so a saved config says what was used."""
+        try:
+            sde_class = SDES.get(sde_type)
+        except ValueError as err:
+            raise ValueError(f"sde_type={sde_type!r} is not allowed: {err}") from None
+        conventions = {
+            "prediction_type": sde_class.default_prediction_type,
+            "timestep_type": sde_class.default_timestep_type,
+            "sampling_eps": sde_class.default_sampling_eps,
+        }
+        self.register_to_config(**{k: v for k, v in conventions.items() if self.config[k] is None})
+        return sde_class
 
     def _registered_config_names(self):
         """(config key, registry) pairs whose values must be registered names."""

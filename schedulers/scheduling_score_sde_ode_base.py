@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 
-from scoresde_diffusers.registry import SDES
 from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
 from scoresde_diffusers.sdes import sde_of_scheduler
 from scoresde_diffusers.utils import compute_dtype
@@ -37,17 +36,7 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
 
     def _init_ode_scheduler(self) -> None:
         config = self.config
-        try:
-            sde_class = SDES.get(config.sde_type)
-        except ValueError as err:
-            raise ValueError(f"sde_type={config.sde_type!r} is not allowed: {err}") from None
-        # Unset conventions come from the SDE class and are written back, so a saved config says what was used.
-        resolved = {
-            "prediction_type": sde_class.default_prediction_type,
-            "timestep_type": sde_class.default_timestep_type,
-            "sampling_eps": sde_class.default_sampling_eps,
-        }
-        self.register_to_config(**{k: v for k, v in resolved.items() if config[k] is None})
+        sde_class = self._sde_class_of(config.sde_type)
         try:
             sde = sde_class.from_parameters(
                 config.num_train_timesteps,

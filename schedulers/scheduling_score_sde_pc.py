@@ -48,17 +48,7 @@ class ScoreSdePCScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin)
         prediction_type: Optional[str] = None,
         timestep_type: Optional[str] = None,
     ):
-        try:
-            sde_class = SDES.get(sde_type)
-        except ValueError as err:
-            raise ValueError(f"sde_type={sde_type!r} is not allowed: {err}") from None
-        # Unset conventions come from the SDE class and are written back, so a saved config says what was used.
-        defaults = {
-            "prediction_type": sde_class.default_prediction_type,
-            "timestep_type": sde_class.default_timestep_type,
-            "sampling_eps": sde_class.default_sampling_eps,
-        }
-        self.register_to_config(**{k: v for k, v in defaults.items() if self.config[k] is None})
+        sde_class = self._sde_class_of(sde_type)
         self._init_sde_scheduler(build_sde(sde_class, sde_config, num_train_timesteps))
 
 
