@@ -90,25 +90,28 @@ def test_samplers_are_named_by_what_runs(config, expected):
     assert describe_sampler(config) == expected
 
 
-def test_the_model_card_names_the_saved_sampler(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_folder(tmp_path_factory):
+    """The folder of a two-step train() run on the 2-D mixture (one run for the model-card tests)."""
+    out = tmp_path_factory.mktemp("card") / "run"
     train(TrainingConfig(
         output_dir=str(out), dataset="four_gaussians", num_samples=256, train_batch_size=64, mlp_hidden_dim=16, mlp_layers=1,
         max_train_steps=2, checkpointing_steps=2, sample_every=0, num_sample_images=8, num_inference_steps=3, report_to="none", progress_bar=False,
     ))  # fmt: skip
+    return out
+
+
+def test_the_model_card_names_the_saved_sampler(trained_folder):
+    out = trained_folder
     card = (out / "README.md").read_text()
     assert "**Sampler:** Euler-Maruyama (no corrector)" in card and "Euler-Maruyama (no corrector), 3 steps" in card
 
 
-def test_the_model_card_one_liner_loads_the_trained_folder(tmp_path):
+def test_the_model_card_one_liner_loads_the_trained_folder(trained_folder):
     """The generic-loading line of the card, run as written on the folder train() wrote."""
     import torch
 
-    out = tmp_path / "run"
-    train(TrainingConfig(
-        output_dir=str(out), dataset="four_gaussians", num_samples=256, train_batch_size=64, mlp_hidden_dim=16, mlp_layers=1,
-        max_train_steps=2, checkpointing_steps=2, sample_every=0, num_sample_images=8, num_inference_steps=3, report_to="none", progress_bar=False,
-    ))  # fmt: skip
+    out = trained_folder
     card = (out / "README.md").read_text()
     (line,) = [l for l in card.splitlines() if l.startswith("pipe = DiffusionPipeline.from_pretrained(")]
     namespace = {}
