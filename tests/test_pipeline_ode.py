@@ -2,6 +2,7 @@
 exact Gaussian mixtures, encode/decode round trips, the fixed-step solvers and the error messages."""
 
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -231,3 +232,26 @@ def test_bad_encode_decode_input(pipe):
     pipe.scheduler = DDPMScheduler()
     with pytest.raises(ValueError, match="needs a ScoreSdeSchedulerMixin scheduler"):
         pipe.encode(torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("scheduler_class", [VPSDEScheduler, SubVPSDEScheduler])
+def test_the_default_is_the_ode_scheduler_in_diffusers_own_loop(scheduler_class):
+    """`ScoreSdeODEPipeline`'s default and `ScoreSdeDPMSolverMultistepScheduler.from_config(...)` swapped into
+    diffusers' `DDPMPipeline` are one sampler: same generator, same samples. (Not VE: `DDPMPipeline` draws its prior
+    with unit variance, ignoring the scheduler's `init_noise_sigma`.)"""
+    from diffusers import DDPMPipeline
+
+    from scoresde_diffusers import ScoreSdeDPMSolverMultistepScheduler
+
+    scheduler = scheduler_class()
+    # modes inside [-1, 1], where DDPMPipeline's clamp to the data range changes nothing
+    model = GaussianMixtureScoreModel.from_mixture(
+        [0.3, 0.7], [[-0.5, 0.4], [0.5, -0.3]], [[[0.02, 0.0], [0.0, 0.01]]] * 2, scheduler=scheduler, sample_size=1, in_channels=2
+    )
+    ours = make_pipe(model, scheduler)(batch_size=6, num_inference_steps=12, generator=torch.Generator().manual_seed(3), output_type="pt")
+    diffusers_pipe = DDPMPipeline(unet=model, scheduler=ScoreSdeDPMSolverMultistepScheduler.from_config(scheduler.config))
+    diffusers_pipe.set_progress_bar_config(disable=True)
+    theirs = diffusers_pipe(batch_size=6, num_inference_steps=12, generator=torch.Generator().manual_seed(3), output_type="np").images
+    expected = (ours.images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # DDPMPipeline's [-1, 1] -> [0, 1]
+    assert ours.nfe == 12
+    np.testing.assert_allclose(theirs, expected, atol=1e-6)

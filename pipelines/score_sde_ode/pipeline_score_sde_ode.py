@@ -17,7 +17,7 @@ from scoresde_diffusers.sampling.ode_solvers import (
 from scoresde_diffusers.sampling.exponential_integrators import requires_sde
 from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
-from scoresde_diffusers.schedulers import ScoreSdeODESchedulerMixin
+from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler, ScoreSdeODESchedulerMixin
 from scoresde_diffusers.utils import check_num_steps, compute_dtype, describe
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
@@ -32,8 +32,9 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     model's denoiser x_0(x, t) instead.
     """
 
-    #: The fixed-step solver used when `num_inference_steps` is given and no `solver`: UniPC-3 (DPM-Solver++(3M)
-    #: with corrector) on the clipped logSNR grid with a last step to zero noise; see docs/fast_sampling.md.
+    #: The fixed-step solver used when `num_inference_steps` and grid arguments are given and no `solver`: UniPC-3
+    #: (DPM-Solver++(3M) with corrector) on the clipped logSNR grid with a last step to zero noise; see
+    #: docs/fast_sampling.md. (With `num_inference_steps` alone the pipeline runs `ode_scheduler()`'s steps.)
     default_fixed_step_solver = "unipc_3m"
     #: Noise level u = sigma / m where the default grid of an exponential integrator ends (then steps to u = 0).
     default_min_noise = 0.03
@@ -226,9 +227,11 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 the step started from) with the tensors named in `callback_on_step_end_tensor_inputs`; a returned
                 dict replaces them.
             callback_on_step_end_tensor_inputs (`List[str]`, defaults to ``["sample"]``): tensors handed to the callback.
-            solver (`str`, *optional*): a name in `ODE_SOLVERS`; with `num_inference_steps` or `timesteps`
-                `default_fixed_step_solver` (``"unipc_3m"``: UniPC-3, an exponential integrator whose NFE is
-                `num_inference_steps`), without ``"dopri5"``.
+            solver (`str`, *optional*): a name in `ODE_SOLVERS`. Without it: with `num_inference_steps` alone, the
+                steps of `ode_scheduler()` (`ScoreSdeDPMSolverMultistepScheduler` from the scheduler's config, as in
+                diffusers' loop; NFE = `num_inference_steps`); with grid arguments (`sampling_eps`, `time_spacing`,
+                `denoise`) `default_fixed_step_solver` (``"unipc_3m"``); with `timesteps` ``"heun"``; with neither
+                ``"dopri5"``.
             rtol (`float`, defaults to 1e-5): relative tolerance of an adaptive solver; positive.
             atol (`float`, defaults to 1e-5): absolute tolerance of an adaptive solver; positive.
             sampling_eps (`float`, *optional*): the end time; defaults to the scheduler's ``sampling_eps``, and for
@@ -295,8 +298,8 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         # 2. The prior sample x_1 and the grid of times.
         device, dtype = self._execution_device, self._state_dtype()
         sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
-        if scheduler_steps:  # an ODE scheduler: its own grid and steps, in diffusers' loop
-            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs)
+        if scheduler_steps:  # an ODE scheduler (the pipeline's, or the default one): its grid and steps, in diffusers' loop
+            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, self.ode_scheduler())
             return self.finish(sample, output_type, return_dict)
         t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
         self.reset_nfe()
@@ -333,9 +336,14 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         """Whether this call runs the steps of the pipeline's ODE scheduler (`ScoreSdeDPMSolverMultistepScheduler`,
         `ScoreSdeHeunScheduler`): when it has one and no `solver` or `timesteps` is asked for. The grid is then the
         scheduler's, so the grid arguments of `__call__` are an error rather than silently ignored."""
-        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin) or solver is not None or timesteps is not None or num_inference_steps is None:
+        if solver is not None or timesteps is not None or num_inference_steps is None:
             return False
         given = sorted(k for k, v in grid_arguments.items() if v is not None)
+        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
+            # A predictor-corrector scheduler: by default the steps of the ODE scheduler built from its config, the
+            # very sampler `pipe.scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(...)` runs in diffusers'
+            # own loop; grid arguments ask for the solver path instead.
+            return not given
         if given:
             raise ValueError(
                 f"{given} set the grid of an ODE solver, but the pipeline's {type(self.scheduler).__name__} has its own: "
@@ -344,10 +352,19 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             )
         return True
 
-    def scheduler_loop(self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",)):
-        """diffusers' loop over the ODE scheduler's `timesteps`: one model call and one `step` each. The conditioning
-        hooks enter through `conditioned_model_output`, as in the predictor-corrector loop."""
-        scheduler = self.scheduler
+    def ode_scheduler(self):
+        """The ODE scheduler of a call without `solver`: the pipeline's own if it is one, else
+        `ScoreSdeDPMSolverMultistepScheduler` built from the pipeline scheduler's config (its SDE, prediction type and
+        timestep map), with that scheduler's defaults."""
+        if isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
+            return self.scheduler
+        return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config)
+
+    def scheduler_loop(self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",), scheduler=None):
+        """diffusers' loop over an ODE scheduler's `timesteps` (the pipeline's by default): one model call and one
+        `step` each. The conditioning hooks enter through `conditioned_model_output`, as in the predictor-corrector
+        loop."""
+        scheduler = self.scheduler if scheduler is None else scheduler
         scheduler.set_timesteps(num_inference_steps, device=sample.device)
         self.reset_nfe()
         with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:
