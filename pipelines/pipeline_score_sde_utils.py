@@ -129,19 +129,20 @@ class ScoreSdePipelineMixin:
         `ScoreSdeVePipeline`, `DDPMPipeline`, `DDIMPipeline` and `PNDMPipeline` (`HUB_LAYOUTS`): their scheduler
         becomes ours (`SCHEDULER_SWAPS`) and `data_range` theirs, unless `scheduler` or `data_range` is passed. A
         folder of any other diffusers pipeline is an error naming the supported ones."""
-        kwargs.update(cls._hub_layout_kwargs(pretrained_model_name_or_path, kwargs))
-        cls._check_local_weights(pretrained_model_name_or_path, kwargs)
+        download = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
+        index = cls.load_config(pretrained_model_name_or_path, **download)
+        kwargs.update(cls._hub_layout_kwargs(pretrained_model_name_or_path, index, kwargs, download))
+        cls._check_local_weights(pretrained_model_name_or_path, index, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
-    def _check_local_weights(cls, path, kwargs: dict) -> None:
-        """A local folder whose model component has a config but no weights is an error naming the safetensors
-        file expected, rather than diffusers' request for a pickled ``diffusion_pytorch_model.bin``."""
+    def _check_local_weights(cls, path, index: dict, kwargs: dict) -> None:
+        """A local folder whose model component (in model_index.json's `index`) has a config but no weights is an
+        error naming the safetensors file expected, rather than diffusers' request for a pickled
+        ``diffusion_pytorch_model.bin``."""
         if not os.path.isdir(path):
             return  # a Hub id: diffusers downloads and reports
-        with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
-            index = json.load(f)
-        for name, spec in index.items():
+        for name in index:
             folder = os.path.join(path, name)
             if name.startswith("_") or name in kwargs or not os.path.isfile(os.path.join(folder, "config.json")):
                 continue
@@ -153,10 +154,9 @@ class ScoreSdePipelineMixin:
                 )
 
     @classmethod
-    def _hub_layout_kwargs(cls, path, kwargs: dict) -> dict:
-        """The `scheduler` and `data_range` arguments that load a `HUB_LAYOUTS` folder; none for our own folders."""
-        download = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
-        index = cls.load_config(path, **download)
+    def _hub_layout_kwargs(cls, path, index: dict, kwargs: dict, download: dict) -> dict:
+        """The `scheduler` and `data_range` arguments that load a `HUB_LAYOUTS` folder (model_index.json's `index`);
+        none for our own folders. `download` holds the download arguments of `from_pretrained`."""
         name = index.get("_class_name")
         if name not in HUB_LAYOUTS:
             if isinstance(name, str) and name in dir(diffusers):  # (dir: no import of that pipeline's code)

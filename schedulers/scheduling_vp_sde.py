@@ -8,6 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 
 from scoresde_diffusers.sdes import VPSDE
+from scoresde_diffusers.utils import describe
 
 from .scheduling_score_sde_base import ScoreSdePCSchedulerMixin
 
@@ -40,16 +41,10 @@ def vp_to_ddpm_betas(beta_min: float, beta_max: float, num_train_timesteps: int)
     return {"beta_start": beta_min / n, "beta_end": beta_max / n, "beta_schedule": "linear", "clip_sample": False, "thresholding": False}
 
 
-def _describe(key: str, value) -> str:
-    # trained_betas is a list of N numbers: named by its length, not printed.
-    if isinstance(value, (list, tuple)) or hasattr(value, "shape"):
-        return f"{key}=<{len(value)} values>"
-    return f"{key}={value!r}"
-
-
 def _check_ddpm_options(config: Mapping) -> None:
     """An error for DDPM options that change the schedule, a warning for those of DDPM's sampler; both named."""
-    bad = [_describe(key, config[key]) for key, is_bad in _SCHEDULE_OPTIONS.items() if key in config and is_bad(config[key])]
+    # `describe`: trained_betas is a list of N numbers, named by its length rather than printed
+    bad = [f"{key}={describe(config[key])}" for key, is_bad in _SCHEDULE_OPTIONS.items() if key in config and is_bad(config[key])]
     if bad:
         raise ValueError(
             f"{', '.join(bad)} cannot be mapped onto the VP SDE, whose beta(t) is linear in t (beta_min = beta_start N, "

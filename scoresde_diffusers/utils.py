@@ -43,6 +43,8 @@ def describe(value, max_entries: int = 6) -> str:
             if finite.numel():
                 text += f" with values in [{finite.min().item():.4g}, {finite.max().item():.4g}]"
         return text
+    if isinstance(value, (list, tuple)) and len(value) > max_entries:
+        return f"a {type(value).__name__} of {len(value)} values"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

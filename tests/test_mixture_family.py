@@ -26,12 +26,7 @@ def draw(seed, **options):
     return random_mixture(torch.Generator().manual_seed(seed), max_dim=options.pop("max_dim", 24), **options)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- the mixture's contract
