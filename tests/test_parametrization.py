@@ -16,10 +16,11 @@ from scoresde_diffusers.sampling import (
     timestep_to_t,
     to_score,
 )
+from scoresde_diffusers.sampling.parametrization import input_scale, loss_weight
 from scoresde_diffusers.sdes import SubVPSDE, VESDE, VPSDE
 
 SDES = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
-BUILT_IN_TYPES = ["score", "epsilon", "sample", "v_prediction"]
+BUILT_IN_TYPES = ["score", "epsilon", "sample", "v_prediction", "edm"]
 
 
 @pytest.fixture
@@ -45,6 +46,43 @@ def test_to_score_inverts_from_score(batch, sde_name, prediction_type):
     output = from_score(sde, score, x, t, prediction_type)
     atol = 1e-14 / sde.marginal_std(t).min().item() ** 2
     torch.testing.assert_close(to_score(sde, output, x, t, prediction_type), score, rtol=1e-9, atol=atol)
+
+
+def test_edm_is_karras_preconditioning_for_the_ve_sde(batch):
+    # Karras et al. (2022), Table 1, with sigma_data = 0.5 and m = 1: D = c_skip x + c_out F,
+    # c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), input c_in x = x / sqrt(sigma^2 + sd^2).
+    x, f, t = batch
+    sde, sd = SDES["ve"], 0.5
+    sigma = sde.marginal_std(t)[:, None, None, None]
+    denoised = sd**2 / (sigma**2 + sd**2) * x + sigma * sd / (sigma**2 + sd**2).sqrt() * f
+    torch.testing.assert_close(x + sigma**2 * to_score(sde, f, x, t, "edm"), denoised, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(input_scale(sde, x, t, "edm"), 1 / (sigma**2 + sd**2).sqrt(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_edm_input_has_unit_variance_for_data_of_std_sigma_data(sde_name):
+    # x_t = m x_0 + sigma z with x_0 ~ N(0, 0.5^2): Var(c_in x_t / m) = (0.25 + u^2) / (u^2 + 0.25) = 1 at every t.
+    sde = SDES[sde_name]
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0.01, 0.3, 0.7, 1.0], dtype=torch.float64).repeat_interleave(50_000)
+    x0, z = 0.5 * torch.randn(t.shape[0], 1, generator=g, dtype=torch.float64), torch.randn(t.shape[0], 1, generator=g, dtype=torch.float64)
+    mean, std = sde.marginal_prob(x0, t)
+    scaled = (mean + std[:, None] * z) * input_scale(sde, x0, t, "edm")
+    variances = scaled.reshape(4, -1).var(dim=1)
+    torch.testing.assert_close(variances, torch.ones(4, dtype=torch.float64), atol=0.02, rtol=0)  # 4 SE of a variance
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+def test_edm_loss_weight_makes_the_residual_uniform_in_the_network_output(batch, sde_name):
+    # The score-matching residual |sigma s + z|^2 of an output F differs from that of the target F* by
+    # sigma (s(F) - s(F*)); weighted, it must be |F - F*|^2 at every t (EDM's lambda, Karras et al. 2022, eq. 8).
+    x, f, t = batch
+    sde = SDES[sde_name]
+    f_star = torch.randn_like(f)
+    sigma = sde.marginal_std(t)[:, None, None, None]
+    difference = sigma * (to_score(sde, f, x, t, "edm") - to_score(sde, f_star, x, t, "edm"))
+    weighted = loss_weight(sde, x, t, "edm") * difference.flatten(1).pow(2).sum(1)
+    torch.testing.assert_close(weighted, (f - f_star).flatten(1).pow(2).sum(1), rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("sde_name", SDES)
