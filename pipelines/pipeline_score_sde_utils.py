@@ -183,6 +183,13 @@ class ScoreSdePipelineMixin:
         self.register_to_config(data_range=check_data_range(data_range))
 
     @property
+    def data_center(self) -> float:
+        """The centre of `data_range`: the pipelines' estimate of the data's mean, where the VE prior is centred
+        (a VE SDE keeps the data's mean: p_1 has mean E[x_0], see `SDE.prior_mean`)."""
+        low, high = self.data_range
+        return 0.5 * (low + high)
+
+    @property
     def data_range(self) -> Tuple[float, float]:
         """(low, high): the range of the model's data; ``[-1, 1]`` when the pipeline registered none."""
         value = self.config.get("data_range", None)
@@ -262,7 +269,8 @@ class ScoreSdePipelineMixin:
             )
 
     def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler=None):
-        """The prior sample x_1 = `init_noise_sigma` * z, with z drawn here or given as `latents` (standard normal)."""
+        """The prior sample x_1 = `prior_mean` + `init_noise_sigma` * z, with z drawn here or given as `latents`
+        (standard normal); the prior's mean is the scheduler's ``prior_mean`` of the centre of `data_range`."""
         scheduler = self.scheduler if scheduler is None else scheduler
         shape = self.sample_shape(batch_size)
         self.check_generator(generator, shape[0])
@@ -271,7 +279,7 @@ class ScoreSdePipelineMixin:
         else:
             self.check_sample(latents, batch_size, name="latents")
             latents = latents.to(device=device, dtype=dtype)
-        return latents * scheduler.init_noise_sigma
+        return latents * scheduler.init_noise_sigma + scheduler.prior_mean(self.data_center)
 
     # ------------------------------------------------------------------ the model
     @property

@@ -198,6 +198,18 @@ class ScoreSdeSchedulerMixin:
         """Standard deviation of the prior p_1 (sigma_max for VE, 1 for VP and sub-VP)."""
         return self.sde.prior_std
 
+    def prior_mean(self, data_mean: float = 0.0) -> float:
+        """Mean of the prior p_1 for data of mean `data_mean`: m(1) data_mean (the data's mean for VE, about
+        0.007 times it for VP and sub-VP; see `SDE.prior_mean`). Pipelines pass the centre of their ``data_range``,
+        so a prior sample is ``prior_mean + init_noise_sigma * randn``; in diffusers' loops it is 0. A
+        ``prior_mean`` in the config (`VESDEScheduler`'s) overrides it."""
+        pinned = self.config.get("prior_mean")
+        return self.sde.prior_mean(data_mean) if pinned is None else float(pinned)
+
+    def prior_log_prob(self, sample: torch.Tensor, data_mean: float = 0.0) -> torch.Tensor:
+        """log p_1(`sample`) per sample (B,), for the prior of `prior_mean`(data_mean) and `init_noise_sigma`."""
+        return self.sde.prior_logp(sample - self.prior_mean(data_mean))
+
     def t_to_timestep(self, t: torch.Tensor) -> torch.Tensor:
         """The model timestep for continuous time `t` (the `timestep_type` map)."""
         return t_to_timestep(self.sde, _as_tensor(t), self.config.timestep_type, self.config.num_train_timesteps)

@@ -42,7 +42,9 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
             one order more; `False` gives plain DPM-Solver++(kM).
         time_spacing (`str`, defaults to ``"log_snr"``): the grid, a name in `TIME_GRIDS` (``log_snr``, ``edm``,
             ``uniform``, ``quadratic``, ``log_sigma``).
-        min_noise_level (`float`, defaults to 0.03): noise level u = sigma / m at the end of the grid.
+        min_noise_level (`float`, defaults to 0.03): noise level u = sigma / m at the end of the grid; `None`
+            ends it at `sampling_eps` (raised to the first time the model was trained on: 1/N for ``discrete``
+            models), the model's smallest trained noise level.
         max_noise_level (`float`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this noise level
             (e.g. 3 sqrt(D) for data in [-1, 1]^D, as `ScoreSdeODEPipeline`'s default solver; for images
             that is above VP's u(1) = 152, so the plain grid is the same).
@@ -50,6 +52,9 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: the last step goes from the end of the grid
             to zero noise, extrapolating the model's x_0 predictions (the final sample is noise-free);
             ``"sigma_min"``: the last step ends at the end of the grid.
+        lower_order_final (`bool`, defaults to `False`): with ``final_sigmas_type="zero"``, the last step takes
+            the model's x_0 prediction at the end of the grid as the sample (first order, diffusers' choice) instead
+            of extrapolating the last `solver_order` predictions to zero noise.
         sampling_eps (`float`, *optional*): a lower bound for the end time (and the end time of pipelines that
             integrate to a time, e.g. likelihoods); by default 1e-5 for VE, 1e-3 otherwise.
         prediction_type (`str`, *optional*): ``score``, ``epsilon``, ``sample`` or ``v_prediction``; by default
@@ -77,6 +82,7 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         max_noise_level: Optional[float] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",
+        lower_order_final: bool = False,
         sampling_eps: Optional[float] = None,
         prediction_type: Optional[str] = None,
         timestep_type: Optional[str] = None,
@@ -131,7 +137,8 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         index, x, denoised = self._begin_step(model_output, timestep, sample)
         if index == 0:
             config = self.config
-            self._integrator = MultistepExponentialIntegrator(self.sde, self.t_grid, order=config.solver_order, corrector=config.use_corrector)
+            final_order = 1 if config.lower_order_final else None
+            self._integrator = MultistepExponentialIntegrator(self.sde, self.t_grid, order=config.solver_order, corrector=config.use_corrector, final_order=final_order)
         return self._end_step(index, self._integrator.step(index, x, denoised), denoised, sample, return_dict)
 
 

@@ -47,9 +47,9 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         self._init_sde_scheduler(sde)
         if config.final_sigmas_type not in FINAL_SIGMAS_TYPES:
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS_TYPES)}, got {config.final_sigmas_type!r}.")
-        if not config.min_noise_level > 0:
-            raise ValueError(f"min_noise_level must be positive, got {config.min_noise_level!r}.")
-        if config.max_noise_level is not None and not config.max_noise_level > config.min_noise_level:
+        if config.min_noise_level is not None and not config.min_noise_level > 0:
+            raise ValueError(f"min_noise_level must be positive (or None: the model's smallest trained noise level), got {config.min_noise_level!r}.")
+        if config.max_noise_level is not None and not config.max_noise_level > (config.min_noise_level or 0):
             raise ValueError(f"max_noise_level must exceed min_noise_level ({config.min_noise_level}), got {config.max_noise_level!r}.")
         if not config.rho > 0:
             raise ValueError(f"rho must be positive, got {config.rho!r}.")
@@ -83,8 +83,9 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
         ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
         config = self.config
-        eps = self.resolve_sampling_eps(sampling_eps)
-        t_end = max(eps, t_from_noise_level(self.sde, config.min_noise_level))
+        t_end = self.resolve_sampling_eps(sampling_eps)
+        if config.min_noise_level is not None:
+            t_end = max(t_end, t_from_noise_level(self.sde, config.min_noise_level))
         if not t_end < self.sde.T:
             raise ValueError(f"min_noise_level={config.min_noise_level} is above the prior's noise level: the grid would be empty.")
         if num_points == 1:

@@ -32,6 +32,10 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
             ``sample`` or ``v_prediction``.
         timestep_type (`str`, defaults to ``"sigma"``): how continuous t is passed to the model (see
             `scoresde_diffusers.sampling.timesteps`).
+        prior_mean (`float`, *optional*): the mean of the prior N(prior_mean, sigma_max^2 I). By default the
+            pipeline's estimate of the data's mean, the centre of its ``data_range``, which the VE SDE keeps at
+            t = 1 (see `prior_mean`); 0.0 is score_sde's and diffusers' prior, which configs of diffusers'
+            `ScoreSdeVeScheduler` get, so that their folders sample exactly as `ScoreSdeVePipeline` does.
     """
 
     _compatibles = ["ScoreSdeVeScheduler"]
@@ -51,8 +55,16 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         corrector: str = "langevin",
         prediction_type: str = "score",
         timestep_type: str = "sigma",
+        prior_mean: Optional[float] = None,
     ):
         self._init_sde_scheduler(self.sde_class(sigma_min=sigma_min, sigma_max=sigma_max))
+
+    @classmethod
+    def _convert_foreign_config(cls, config: dict) -> dict:
+        """diffusers' `ScoreSdeVeScheduler` samples from N(0, sigma_max^2 I): keep that prior for its configs."""
+        if config.get("_class_name") == "ScoreSdeVeScheduler":
+            config = {"prior_mean": 0.0, **config}
+        return config
 
     def set_sigmas(
         self,

@@ -79,3 +79,21 @@ def test_mixture_family_quick(tmp_path):
     text = out.read_text()
     assert "<!-- mixture_family:start -->" in text and "| ve (sigma_max = rule) | default ODE, 35 NFE | " in text
     assert json.loads((tmp_path / "mixture_family.json").read_text())["seed"] == 0
+
+
+def test_trained_digits_quick(tmp_path):
+    from diffusers import UNet2DModel
+
+    from scoresde_diffusers import VPSDEScheduler
+    from scoresde_diffusers.pipelines import ScoreSdePCPipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    ScoreSdePCPipeline(unet=unet, scheduler=VPSDEScheduler()).save_pretrained(tmp_path / "pipe")
+    module = load("trained_digits")
+    module.main(["--quick", "--pipeline", str(tmp_path / "pipe"), "--out-dir", str(tmp_path)])
+    rows = json.loads((tmp_path / "trained_digits.json").read_text())
+    names = {r["sampler"] for r in rows}
+    assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
+    assert all(r["frechet"] >= 0 for r in rows)
+    assert "<!-- trained_digits:start -->" in (tmp_path / "benchmarks.md").read_text()

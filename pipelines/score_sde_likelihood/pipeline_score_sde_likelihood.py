@@ -278,7 +278,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 return self.probability_flow_drift(x, t)
 
             result = ode_log_likelihood(
-                drift, sde.prior_logp, y, eps=eps, T=sde.T, divergence=divergence, probe_type=probe_type,
+                drift, lambda z: self.scheduler.prior_log_prob(z, self.data_center), y, eps=eps, T=sde.T, divergence=divergence, probe_type=probe_type,
                 num_probes=num_probes, solver=name, num_steps=num_inference_steps, rtol=rtol, atol=atol,
                 generator=generator, **(solver_options or {}),
             )

@@ -420,5 +420,5 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     ) -> torch.Tensor:
         """The data point (at t = `sampling_eps`) of latents x_1: the probability-flow ODE solved from 1 to eps, the
         inverse of `encode` (up to the solver's error). `latents` are x_1 itself, not standard normal noise: for
-        a prior sample, ``init_noise_sigma * randn``. Returns a tensor in the model's data range."""
+        a prior sample, ``scheduler.prior_mean(pipe.data_center) + init_noise_sigma * randn``. Returns a tensor in the model's data range."""
         return self._transport(latents, False, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options)

@@ -146,19 +146,29 @@ class SDE(abc.ABC):
         return torch.ones_like(t)
 
     # ------------------------------------------------------------------ prior
+    def prior_mean(self, data_mean: float = 0.0) -> float:
+        """Mean of the prior: m(T) times the data's mean. The forward process carries the data's mean to
+        m(T) E[x_0] (Song et al. 2021, Appendix B, eqs. 29 and 33: p_0t(x(t) | x(0)) has mean m(t) x(0)); for VP and
+        sub-VP m(T) = exp(-(beta_min + beta_max) / 4) is about 0.007, so N(0, I) is exact, but VE keeps the whole
+        mean (m = 1): for data in [0, 1] and a sigma_max of the size of the data, N(0, sigma_max^2 I) is off by
+        |E[x_0]|^2 / (2 sigma_max^2) nats, which the probability-flow ODE carries to the samples' mode weights."""
+        return float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64))) * float(data_mean)
+
     def prior_sampling(
         self,
         shape: Sequence[int],
         generator: Optional[torch.Generator] = None,
         device: Optional[torch.device] = None,
         dtype: torch.dtype = torch.float32,
+        data_mean: float = 0.0,
     ) -> torch.Tensor:
-        """A sample of the prior p_T = N(0, prior_std^2 I)."""
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_std
+        """A sample of the prior p_T = N(`prior_mean`(data_mean), prior_std^2 I)."""
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_std + self.prior_mean(data_mean)
 
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; 0, prior_std^2 I) per sample, summed over all non-batch dimensions."""
+    def prior_logp(self, z: torch.Tensor, data_mean: float = 0.0) -> torch.Tensor:
+        """log N(z; `prior_mean`(data_mean), prior_std^2 I) per sample, summed over all non-batch dimensions."""
         dim = z[0].numel()
+        z = z - self.prior_mean(data_mean)
         return -0.5 * dim * math.log(2 * math.pi * self.prior_std**2) - batch_sum(z**2) / (2 * self.prior_std**2)
 
     # ------------------------------------------------------------------ helpers

@@ -1,0 +1,70 @@
+"""The prior p_1 that every pipeline starts from: N(m(1) c, init_noise_sigma^2 I), c the centre of the pipeline's
+data range. The VE SDE keeps the data's mean (m = 1), so a prior centred at 0 is wrong by the data's mean; for VP and
+sub-VP m(1) is about 0.007 and the shift is negligible. Checked on a single Gaussian, whose probability-flow ODE is
+linear: x_0 = mu + (x_1 - mu) s / sqrt(s^2 + sigma^2) for data N(mu, s^2 I) (Song et al. 2021, eq. 13)."""
+
+import math
+
+import pytest
+import torch
+
+from scoresde_diffusers import GaussianMixtureScoreModel, ScoreSdeDPMSolverMultistepScheduler, SubVPSDEScheduler, VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers.pipelines import ScoreSdeLikelihoodPipeline, ScoreSdeODEPipeline, ScoreSdePCPipeline
+
+MU, STD, DIM = 0.5, 0.1, 4
+
+
+def gaussian(scheduler):
+    return GaussianMixtureScoreModel.from_mixture([1.0], [[MU] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
+
+
+@pytest.mark.parametrize("scheduler_class", [VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler])
+def test_prior_mean_is_m1_times_the_centre_of_the_data_range(scheduler_class):
+    scheduler = scheduler_class()
+    m1 = math.exp(float(scheduler.sde.log_mean_coeff(torch.tensor(1.0, dtype=torch.float64))))
+    assert scheduler.prior_mean(0.5) == pytest.approx(m1 * 0.5, rel=1e-9)
+    pipe = ScoreSdePCPipeline(unet=gaussian(scheduler), scheduler=scheduler, data_range=(0.0, 1.0))
+    z = torch.randn(3, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x1 = pipe.prepare_latents(3, torch.float64, torch.device("cpu"), None, z)
+    torch.testing.assert_close(x1, z * scheduler.init_noise_sigma + m1 * 0.5)
+
+
+def test_ve_prior_is_centred_on_the_data():
+    scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
+    assert scheduler.prior_mean(0.5) == 0.5  # m = 1: the forward process keeps the mean
+
+
+def test_ve_ode_samples_have_the_data_mean_with_the_centred_prior():
+    # With N(0, sigma_max^2) the linear flow would give the mean MU (1 - STD / sqrt(STD^2 + sigma_max^2)) = 0.45.
+    scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
+    pipe = ScoreSdeODEPipeline(unet=gaussian(scheduler), scheduler=scheduler, data_range=(0.0, 1.0))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=4000, num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    # 4000 x 4 draws of std 0.1: the mean's standard error is 0.0008.
+    assert float(out.mean()) == pytest.approx(MU, abs=0.004)
+    assert float(out.std()) == pytest.approx(STD, rel=0.03)
+
+
+def test_saved_diffusers_ve_configs_keep_their_zero_mean_prior(tmp_path):
+    # A folder of diffusers' ScoreSdeVePipeline (google/ncsnpp-*) samples exactly as that pipeline does.
+    from diffusers import ScoreSdeVeScheduler
+
+    ScoreSdeVeScheduler(sigma_max=348.0).save_config(tmp_path)
+    assert VESDEScheduler.from_pretrained(tmp_path).prior_mean(0.5) == 0.0
+    assert VESDEScheduler().prior_mean(0.5) == 0.5
+
+
+def test_likelihood_uses_the_same_prior_as_sampling():
+    # The ODE likelihood's prior term is log N(x_1; prior_mean, sigma_max^2 I): with the exact Gaussian the total is
+    # the exact log-density, which a zero-mean prior would miss by about |MU|^2 D / (2 sigma_max^2) = 0.5 nats.
+    scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
+    model = gaussian(scheduler)
+    pipe = ScoreSdeLikelihoodPipeline(unet=model, scheduler=scheduler, data_range=(0.0, 1.0))
+    pipe.set_progress_bar_config(disable=True)
+    x = model.sample_data(64, generator=torch.Generator().manual_seed(1))
+    out = pipe(x, divergence="exact", rtol=1e-6, atol=1e-6, sampling_eps=1e-5)
+    exact = model.log_prob(x, t=torch.full((64,), 1e-5, dtype=torch.float64))
+    # The exact p_1 is N(MU, (STD^2 + 1) I), not N(MU, I): that difference is the only one left.
+    p1 = torch.distributions.Normal(MU, math.sqrt(STD**2 + 1.0))
+    prior_gap = (p1.log_prob(out.latents).sum(1) - scheduler.prior_log_prob(out.latents, 0.5)).mean()
+    assert float((out.log_likelihood - exact).mean() + prior_gap) == pytest.approx(0.0, abs=0.02)
