@@ -52,6 +52,26 @@ def test_one_flag_style_underscores(script):
             assert "-" not in name, f"{script}: {flag} uses dashes"
 
 
+DOC_PAGES = [EXAMPLES.parent / "README.md", *sorted((EXAMPLES.parent / "docs").glob("*.md"))]
+EXAMPLE_COMMAND = re.compile(r"examples/(\w+\.py)((?:[^\n`]|\\\n)*)")
+
+
+def _documented_commands():
+    for page in DOC_PAGES:
+        for match in EXAMPLE_COMMAND.finditer(page.read_text(encoding="utf-8")):
+            if match.group(1) in PARSERS:
+                yield page.name, match.group(1), re.findall(r"(?<![\w-])--[\w-]+", match.group(2))
+
+
+def test_documented_commands_use_the_flags_the_help_shows():
+    """A command in the README or docs/ spells every flag as ``--help`` shows it (underscores), not as a hidden alias."""
+    shown = {script: {"--help", *(flag for action in _visible_options(PARSERS[script]()) for flag in action.option_strings)} for script in PARSERS}
+    commands = list(_documented_commands())
+    assert len(commands) > 20
+    offenders = {f"{page}: {script} {flag}" for page, script, flags in commands for flag in flags if flag not in shown[script]}
+    assert not offenders, f"flags the scripts' help does not show: {sorted(offenders)}"
+
+
 def test_evaluate_keeps_its_dashed_flags_as_hidden_aliases():
     parser = _evaluate_module().build_parser()
     args = parser.parse_args(["--pipeline", "p", "--num-samples", "5", "--no-fid", "--bpd-rtol", "0.01"])
