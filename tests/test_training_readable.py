@@ -187,3 +187,25 @@ def test_train_script_reports_a_refused_run_in_one_line(tmp_path):
     )  # fmt: skip
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: --mixed_precision fp16 needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("shape", [(64, 1, 8, 8), (64, 3, 32, 32), (5, 1, 8, 8), (4, 3, 256, 256)], ids=str)
+def test_sample_grids_are_readable(shape, tmp_path):
+    """Small images are enlarged (whole factors, nearest neighbour) to a grid at least 512 pixels wide: 64 8x8
+    digits were a 274-pixel grid; large ones are left as they are. Greyscale stays one channel."""
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from scoresde_diffusers.training.plotting import save_samples_figure
+
+    samples = torch.linspace(-1, 1, int(np.prod(shape))).reshape(shape)
+    path = save_samples_figure(samples, str(tmp_path / "grid.png"))
+    grid = PIL.Image.open(path)
+    assert grid.size[0] >= 512 and grid.mode == ("L" if shape[1] == 1 else "RGB")
+    if shape == (64, 1, 8, 8):
+        assert grid.size == (528, 528)  # 8 x (8 px x 8 + 2 px gap)
+        tile = np.asarray(grid)[1:65, 1:65]  # the first sample, each pixel an 8x8 block
+        assert (tile == np.kron(tile[::8, ::8], np.ones((8, 8), dtype=np.uint8))).all()
+    if shape[-1] == 256:
+        assert grid.size == (2 * 258, 2 * 258)
