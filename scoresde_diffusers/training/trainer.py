@@ -46,7 +46,7 @@ from .config import TrainingConfig
 from .losses import get_loss
 from .plotting import save_loss_plot, save_samples_figure
 from .presets import apply_preset
-from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
+from .scaffolding import RUN_CONFIG_FILENAME, announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = get_logger(__name__)
 
@@ -459,7 +459,7 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
         accelerator.init_trackers("score_sde_training", config=_tracker_config(config))
-        write_json_atomic(os.path.join(config.output_dir, "training_config.json"), config.to_dict())
+        write_json_atomic(os.path.join(config.output_dir, RUN_CONFIG_FILENAME), config.to_dict())
     num_params = sum(p.numel() for p in model.parameters())
     logger.info(
         f"Training {type(accelerator.unwrap_model(model)).__name__} ({num_params / 1e6:.2f}M parameters) on {data.name} "
