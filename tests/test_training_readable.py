@@ -16,17 +16,22 @@ from scoresde_diffusers.training.hub import describe_sampler
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _evaluate_module():
-    spec = importlib.util.spec_from_file_location("evaluate_example_cli", EXAMPLES / "evaluate.py")
+def _example_module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_example_cli", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _evaluate_module():
+    return _example_module("evaluate")
 
 
 PARSERS = {
     "train.py": build_parser,
     "train_classifier.py": build_classifier_parser,
     "evaluate.py": lambda: _evaluate_module().build_parser(),
+    "four_gaussians.py": lambda: _example_module("four_gaussians").build_parser(),
 }
 
 
