@@ -37,13 +37,17 @@ def summarise(model, samples):
     return ", ".join(f"{w:.3f}" for w in weights.tolist()), model.log_prob(samples).mean().item()
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/four_gaussians", help="Folder of four_gaussians.png.")
+    parser.add_argument("--num_samples", type=int, default=2000, help="Samples per SDE and sampler (and true samples).")
+    parser.add_argument("--num_inference_steps", type=int, default=500, help="PC steps (the ODE is adaptive).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the true samples and the samplers' noise.")
+    return parser
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="outputs/four_gaussians")
-    parser.add_argument("--num_samples", type=int, default=2000)
-    parser.add_argument("--num_inference_steps", type=int, default=500, help="PC steps (the ODE is adaptive)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
 
     figure, axes = plt.subplots(len(SCHEDULERS), 3, figsize=(10, 3.3 * len(SCHEDULERS)), squeeze=False)

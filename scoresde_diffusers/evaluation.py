@@ -98,8 +98,8 @@ def load_inception_feature(weights_path: Optional[str] = None, feature: int = 20
         raise FileNotFoundError(
             f"Inception-v3 FID weights not found ({weights_path or 'torch hub cache: ' + os.path.join(torch.hub.get_dir(), 'checkpoints')}). "
             f"Download {INCEPTION_WEIGHTS_FILE} from https://github.com/toshas/torch-fidelity/releases on a machine "
-            f"with network access and pass --inception-weights PATH (or copy it into the torch hub cache), or use "
-            f"--feature-extractor for a custom feature network."
+            f"with network access and pass --inception_weights PATH (or copy it into the torch hub cache), or use "
+            f"--feature_extractor for a custom feature network."
         )
     try:
         return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=weights_path)

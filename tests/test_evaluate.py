@@ -68,9 +68,9 @@ def test_evaluate_script_writes_a_report(tmp_path):
     out = tmp_path / "report.json"
     module = load_example()
     module.main([
-        "--pipeline", str(tmp_path / "pipe"), "--dataset", "digits", "--resolution", "4", "--num-samples", "64",
-        "--batch-size", "32", "--num-inference-steps", "10", "--feature-extractor", "pixels", "--kid-subset-size", "32",
-        "--bpd-samples", "8", "--bpd-rtol", "1e-3", "--out", str(out),
+        "--pipeline", str(tmp_path / "pipe"), "--dataset", "digits", "--resolution", "4", "--num_samples", "64",
+        "--batch_size", "32", "--num_inference_steps", "10", "--feature_extractor", "pixels", "--kid_subset_size", "32",
+        "--bpd_samples", "8", "--bpd_rtol", "1e-3", "--out", str(out),
     ])
     report = json.loads(out.read_text())
     assert report["num_generated"] == 64 and report["fid"] >= 0 and "kid_mean" in report
@@ -78,4 +78,4 @@ def test_evaluate_script_writes_a_report(tmp_path):
     assert report["nfe_per_sample"] > 0 and report["bpd_num_samples"] == 8 and report["nats_per_dim"] == report["nats_per_dim"]
     assert report["num_levels"] is None and "bits_per_dim" not in report
     with pytest.raises((FileNotFoundError, ImportError)):
-        module.main(["--pipeline", str(tmp_path / "pipe"), "--resolution", "4", "--inception-weights", str(tmp_path / "missing.pth"), "--out", str(out)])
+        module.main(["--pipeline", str(tmp_path / "pipe"), "--resolution", "4", "--inception_weights", str(tmp_path / "missing.pth"), "--out", str(out)])

@@ -180,6 +180,46 @@ def test_bad_configuration_errors(tmp_path):
         parse_args(["--mixed_precision", "fp8"])
 
 
+def _fail_at_update(monkeypatch, step):
+    """The training step raises at update `step` (after set-up wrote the folder), as bad data or a crash would."""
+    from scoresde_diffusers.training import trainer
+
+    real_step = trainer.training_step
+
+    def failing_step(run, batch):
+        if run.global_step + 1 == step:
+            raise RuntimeError("a batch the model cannot take")
+        return real_step(run, batch)
+
+    monkeypatch.setattr(trainer, "training_step", failing_step)
+
+
+def test_a_failed_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A run that fails before its first checkpoint removes the folder it created, empties (but keeps) an empty
+    folder it was given, and leaves a folder holding other files as it was; after a checkpoint everything stays,
+    to resume from."""
+    _fail_at_update(monkeypatch, 1)
+    with pytest.raises(RuntimeError, match="cannot take"):
+        train(tiny(tmp_path / "new", report_to="tensorboard"))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="cannot take"):
+        train(tiny(tmp_path / "empty"))
+    assert (tmp_path / "empty").is_dir() and not os.listdir(tmp_path / "empty")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="cannot take"):
+        train(tiny(tmp_path / "full", overwrite_output_dir=True))
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    monkeypatch.undo()
+    _fail_at_update(monkeypatch, 6)
+    with pytest.raises(RuntimeError, match="cannot take"):
+        train(tiny(tmp_path / "late"))
+    assert list_checkpoints(str(tmp_path / "late")) == [str(tmp_path / "late" / "checkpoint-4")]
+    monkeypatch.undo()
+    assert train(tiny(tmp_path / "late", resume_from_checkpoint="latest")).global_step == 8
+
+
 def test_push_to_hub_against_a_local_stand_in(tmp_path, monkeypatch):
     calls = {}
 

@@ -16,17 +16,22 @@ from scoresde_diffusers.training.hub import describe_sampler
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _evaluate_module():
-    spec = importlib.util.spec_from_file_location("evaluate_example_cli", EXAMPLES / "evaluate.py")
+def _example_module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_example_cli", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _evaluate_module():
+    return _example_module("evaluate")
 
 
 PARSERS = {
     "train.py": build_parser,
     "train_classifier.py": build_classifier_parser,
     "evaluate.py": lambda: _evaluate_module().build_parser(),
+    "four_gaussians.py": lambda: _example_module("four_gaussians").build_parser(),
 }
 
 
@@ -50,6 +55,26 @@ def test_one_flag_style_underscores(script):
         for flag in action.option_strings:
             name = flag[len("--no-") :] if flag.startswith("--no-") else flag[2:]
             assert "-" not in name, f"{script}: {flag} uses dashes"
+
+
+DOC_PAGES = [EXAMPLES.parent / "README.md", *sorted((EXAMPLES.parent / "docs").glob("*.md"))]
+EXAMPLE_COMMAND = re.compile(r"examples/(\w+\.py)((?:[^\n`]|\\\n)*)")
+
+
+def _documented_commands():
+    for page in DOC_PAGES:
+        for match in EXAMPLE_COMMAND.finditer(page.read_text(encoding="utf-8")):
+            if match.group(1) in PARSERS:
+                yield page.name, match.group(1), re.findall(r"(?<![\w-])--[\w-]+", match.group(2))
+
+
+def test_documented_commands_use_the_flags_the_help_shows():
+    """A command in the README or docs/ spells every flag as ``--help`` shows it (underscores), not as a hidden alias."""
+    shown = {script: {"--help", *(flag for action in _visible_options(PARSERS[script]()) for flag in action.option_strings)} for script in PARSERS}
+    commands = list(_documented_commands())
+    assert len(commands) > 20
+    offenders = {f"{page}: {script} {flag}" for page, script, flags in commands for flag in flags if flag not in shown[script]}
+    assert not offenders, f"flags the scripts' help does not show: {sorted(offenders)}"
 
 
 def test_evaluate_keeps_its_dashed_flags_as_hidden_aliases():
@@ -167,3 +192,25 @@ def test_train_script_reports_a_refused_run_in_one_line(tmp_path):
     )  # fmt: skip
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: --mixed_precision fp16 needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("shape", [(64, 1, 8, 8), (64, 3, 32, 32), (5, 1, 8, 8), (4, 3, 256, 256)], ids=str)
+def test_sample_grids_are_readable(shape, tmp_path):
+    """Small images are enlarged (whole factors, nearest neighbour) to a grid at least 512 pixels wide: 64 8x8
+    digits were a 274-pixel grid; large ones are left as they are. Greyscale stays one channel."""
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from scoresde_diffusers.training.plotting import save_samples_figure
+
+    samples = torch.linspace(-1, 1, int(np.prod(shape))).reshape(shape)
+    path = save_samples_figure(samples, str(tmp_path / "grid.png"))
+    grid = PIL.Image.open(path)
+    assert grid.size[0] >= 512 and grid.mode == ("L" if shape[1] == 1 else "RGB")
+    if shape == (64, 1, 8, 8):
+        assert grid.size == (528, 528)  # 8 x (8 px x 8 + 2 px gap)
+        tile = np.asarray(grid)[1:65, 1:65]  # the first sample, each pixel an 8x8 block
+        assert (tile == np.kron(tile[::8, ::8], np.ones((8, 8), dtype=np.uint8))).all()
+    if shape[-1] == 256:
+        assert grid.size == (2 * 258, 2 * 258)

@@ -170,7 +170,7 @@ def _is_image_file(file: str) -> bool:
     return file.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _load_hf_dataset(name: str, split: str, cache_dir: Optional[str]):
+def _load_hf_dataset(name: str, split: str, cache_dir: Optional[str], config_name: Optional[str] = None):
     import datasets
 
     if os.path.isdir(name):
@@ -183,7 +183,7 @@ def _load_hf_dataset(name: str, split: str, cache_dir: Optional[str]):
                 f"sub-folders) and is not a `save_to_disk` data set (no dataset_info.json / dataset_dict.json)."
             )
         return datasets.load_dataset("imagefolder", data_dir=name, split=split, cache_dir=cache_dir)
-    return datasets.load_dataset(name, split=split, cache_dir=cache_dir)
+    return datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)
 
 
 def _pick_image_column(hf_dataset, image_column: Optional[str]) -> str:
@@ -211,6 +211,7 @@ def load_training_data(
     num_samples: Optional[int] = None,
     seed: int = 0,
     cache_dir: Optional[str] = None,
+    config_name: Optional[str] = None,
 ) -> TrainingData:
     """Load a training set by name: a built-in (`DATASETS`), a local folder, or a Hub data set.
 
@@ -226,6 +227,8 @@ def load_training_data(
         num_samples (`int`, *optional*): size of a generated toy set / cap on the number of items.
         seed (`int`, defaults to 0): seed of generated toy sets.
         cache_dir (`str`, *optional*): `datasets` cache folder.
+        config_name (`str`, *optional*): the configuration (subset) of a Hub data set, passed to
+            `datasets.load_dataset` as its second argument (diffusers' ``--dataset_config_name``).
 
     Example:
 
@@ -234,19 +237,24 @@ def load_training_data(
     >>> len(data.dataset), data.sample_shape
     (1797, (1, 8, 8))
     """
+    if config_name is not None and (name in DATASETS or os.path.isdir(name)):
+        raise ValueError(
+            f"A data set configuration (config_name / --dataset_config_name {config_name!r}) selects a subset of a Hub "
+            f"data set; {name!r} is a {'built-in' if name in DATASETS else 'local folder'}, which has none: leave it out."
+        )
     if name in DATASETS:
         kwargs = {"num_samples": num_samples, "seed": seed, "random_flip": random_flip}
         if resolution is not None:
             kwargs["resolution"] = resolution
         return DATASETS.get(name)(**kwargs)
     try:
-        hf_dataset = _load_hf_dataset(name, split, cache_dir)
+        hf_dataset = _load_hf_dataset(name, split, cache_dir, config_name)
     except ImageFolderError:
         raise
     except Exception as error:  # datasets raises many kinds (FileNotFoundError, ConnectionError, DatasetNotFoundError)
         raise ValueError(
-            f"Unknown dataset {name!r}: it is not a built-in ({', '.join(DATASETS.names())}), not a local folder, and "
-            f"`datasets` could not load it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
+            f"Unknown dataset {name!r}{'' if config_name is None else f' (configuration {config_name!r})'}: it is not a "
+            f"built-in ({', '.join(DATASETS.names())}), not a local folder, and `datasets` could not load it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
         ) from error
     column = _pick_image_column(hf_dataset, image_column)
     if num_samples is not None:

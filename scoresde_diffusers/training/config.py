@@ -24,6 +24,11 @@ class TrainingConfig:
 
     # ------------------------------------------------------------------ output
     output_dir: str = _opt("outputs/digits-vp", "Folder of the final pipeline, checkpoints, sample grids, loss plot and logs.")
+    overwrite_output_dir: bool = _opt(
+        False,
+        "Write into an --output_dir that already holds other files. Without it such a folder is refused, unless it "
+        "is a run of ours (training_config.json or checkpoint-* folders), which is continued or resumed.",
+    )
     seed: int = _opt(0, "Random seed (data order, noise, initial weights).")
 
     # ------------------------------------------------------------------ data
@@ -33,6 +38,7 @@ class TrainingConfig:
         aliases=["--dataset_name"],
     )
     train_data_dir: Optional[str] = _opt(None, "A local image folder to train on (diffusers' flag; the same as --dataset FOLDER).")
+    dataset_config_name: Optional[str] = _opt(None, "Configuration (subset) of a Hub data set, the second argument of `datasets.load_dataset` (None: its default).")
     dataset_split: str = _opt("train", "Split of a `datasets` data set.")
     image_column: Optional[str] = _opt(None, "Column of the images in a `datasets` data set (found automatically if not given).")
     resolution: Optional[int] = _opt(None, "Image height = width (None: 8 for digits, 32 otherwise).")
@@ -50,6 +56,10 @@ class TrainingConfig:
     sigma_min: Optional[float] = _opt(None, "VE sigma(0) (default 0.01).")
     sigma_max: Optional[float] = _opt(None, "VE sigma(1) (default 50; about the largest distance between data points).")
     num_train_timesteps: int = _opt(1000, "N of the discrete losses and of the timestep maps.", aliases=["--ddpm_num_steps"])
+    ddpm_beta_schedule: Optional[str] = _opt(
+        None,
+        "diffusers' DDPM beta schedule: only 'linear' is the VP / sub-VP SDE (beta(t) linear from --beta_min to --beta_max); None: the SDE's own.",
+    )
     prediction_type: Optional[str] = _opt(None, "What the model predicts: score, epsilon, sample, v_prediction, edm (default: the model preset's; edm for VE images).")
     timestep_type: Optional[str] = _opt(None, "How t is passed to the model: discrete, scaled, continuous, sigma (default: the preset's / the scheduler's).")
     loss: str = _opt("dsm", "Loss: dsm (lambda = sigma^2), likelihood (lambda = g^2, importance-sampled t), likelihood_uniform, smld, ddpm.")
@@ -70,6 +80,7 @@ class TrainingConfig:
     layers_per_block: int = _opt(1, "UNet residual blocks per level (4 in the paper, 8 for 'deep').")
     attention_resolutions: List[int] = _opt((16,), "Resolutions with self-attention.", nargs="*")
     dropout: float = _opt(0.0, "UNet dropout (0.1 in the paper).")
+    enable_xformers_memory_efficient_attention: bool = _opt(False, "Use xformers' memory-efficient attention in the UNet (needs `pip install xformers`).")
     mlp_hidden_dim: int = _opt(128, "MLP width (2-D data).")
     mlp_layers: int = _opt(3, "MLP residual layers (2-D data).")
 
@@ -87,6 +98,7 @@ class TrainingConfig:
     adam_weight_decay: float = _opt(0.0, "Adam(W) weight decay.")
     max_grad_norm: float = _opt(1.0, "Gradient clipping norm (score_sde's grad_clip); <= 0 disables it.")
     cpu: bool = _opt(False, "Train on the CPU even if a GPU is present; with several processes (torchrun / `accelerate launch --multi_gpu`) this is gloo data parallelism. Set automatically for several processes on a machine without CUDA.")
+    local_rank: int = _opt(-1, "Accepted for the command lines of diffusers and torch.distributed.launch, and ignored: accelerate takes each process's rank from the environment the launcher sets.")
     mixed_precision: Optional[str] = _opt(
         None,
         "no, fp16 (CUDA only) or bf16 (also on CPU); None: what `accelerate config` / `accelerate launch --mixed_precision` chose.",
@@ -97,8 +109,8 @@ class TrainingConfig:
     use_ema: bool = _opt(True, "Keep an exponential moving average of the weights; the saved pipeline uses it.")
     ema_decay: float = _opt(0.999, "Largest EMA decay, in (0, 1) (score_sde: 0.9999 for VP, 0.999 for VE NCSN++).", aliases=["--ema_max_decay"])
     ema_warmup: bool = _opt(False, "diffusers' power warm-up 1 - (1 + step / inv_gamma)^-power; without it the decay is min(decay, (1 + step) / (10 + step)) as in score_sde.")
-    ema_inv_gamma: float = _opt(1.0, "EMA warm-up inv_gamma.")
-    ema_power: float = _opt(0.75, "EMA warm-up power.")
+    ema_inv_gamma: float = _opt(1.0, "EMA warm-up inv_gamma (on the command line it turns on --ema_warmup, as diffusers always warms up).")
+    ema_power: float = _opt(0.75, "EMA warm-up power (on the command line it turns on --ema_warmup, as diffusers always warms up).")
 
     # ------------------------------------------------------------------ sampling during and after training
     sample_every: int = _opt(500, "Save a sample grid every N steps (0: only at the end).")
@@ -150,10 +162,24 @@ class TrainingConfig:
         schedules = [schedule.value for schedule in SchedulerType]
         if self.lr_scheduler not in schedules:
             raise ValueError(f"lr_scheduler (--lr_scheduler) {self.lr_scheduler!r} is not a diffusers schedule; allowed: {', '.join(schedules)}.")
+        self._check_beta_schedule()
         self._resolve_train_data_dir()
         if self.channel_mult is not None:
             self.channel_mult = [int(m) for m in self.channel_mult]
         self.attention_resolutions = [int(r) for r in self.attention_resolutions]
+
+    def _check_beta_schedule(self) -> None:
+        """diffusers' ``--ddpm_beta_schedule``: 'linear' is the beta(t) of the VP and sub-VP SDEs; other schedules
+        (``squaredcos_cap_v2``, ...) are not an SDE of this project."""
+        if self.ddpm_beta_schedule is None:
+            return
+        if self.ddpm_beta_schedule != "linear":
+            raise ValueError(
+                f"--ddpm_beta_schedule {self.ddpm_beta_schedule!r} is not supported: the VP and sub-VP SDEs have a linear "
+                f"beta(t) (from --beta_min to --beta_max), and no SDE here has diffusers' other schedules; allowed: linear."
+            )
+        if self.sde not in ("vp", "subvp"):
+            raise ValueError(f"--ddpm_beta_schedule linear is the beta(t) of the vp and subvp SDEs; the {self.sde!r} SDE has no beta schedule: leave the flag out.")
 
     def _resolve_train_data_dir(self) -> None:
         """diffusers' spellings of a local folder (``--train_data_dir D``, with or without ``--dataset_name
@@ -212,13 +238,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> TrainingConfig:
     configuration refuses exits with the parser's usage and the reason."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    given = _given_options(parser, argv)
+    if given & {"ema_inv_gamma", "ema_power"} and "ema_warmup" not in given:
+        # diffusers' EMA always uses the power warm-up these two shape; giving one asks for it
+        args.ema_warmup = True
     try:
         config = TrainingConfig(**vars(args))
         if config.preset is not None:
             from .presets import apply_preset
 
             # A flag given on the command line wins over the preset even when it repeats the default.
-            config = apply_preset(config, keep=_given_options(parser, argv))
+            config = apply_preset(config, keep=given)
         return config
     except ValueError as error:
         parser.error(str(error))

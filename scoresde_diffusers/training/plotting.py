@@ -8,26 +8,30 @@ import PIL.Image
 import torch
 
 
-def make_image_grid(samples: torch.Tensor, data_range: Tuple[float, float] = (-1.0, 1.0), min_tile: int = 32) -> PIL.Image.Image:
-    """A square-ish grid of image samples (B, C, H, W), scaled from `data_range` to [0, 255]; tiles smaller than
-    `min_tile` pixels are enlarged (nearest neighbour) so 8x8 digits stay visible."""
+def make_image_grid(samples: torch.Tensor, data_range: Tuple[float, float] = (-1.0, 1.0), min_width: int = 512, pad: int = 2) -> PIL.Image.Image:
+    """A square-ish grid of image samples (B, C, H, W), scaled from `data_range` to [0, 255], laid out by diffusers'
+    `make_image_grid`. Small images are enlarged by a whole factor (nearest neighbour, so pixels stay sharp) until
+    the grid is at least `min_width` pixels wide: 64 8x8 digits become 64-pixel tiles in a 528-pixel grid, where
+    unscaled they would be a 66-pixel thumbnail. Tiles are separated by `pad` grey pixels; greyscale stays one
+    channel."""
+    from diffusers.utils import make_image_grid as diffusers_image_grid
+
     x = samples.detach().float().cpu()
     low, high = data_range
     x = ((x - low) / (high - low)).clamp(0, 1)
     b, c, h, w = x.shape
-    scale = max(1, math.ceil(min_tile / max(h, w)))
+    cols = math.ceil(math.sqrt(b))
+    rows = math.ceil(b / cols)
+    scale = max(1, math.ceil((min_width / cols - pad) / w))
     if scale > 1:
         x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest")
-        h, w = h * scale, w * scale
-    ncol = math.ceil(math.sqrt(b))
-    nrow = math.ceil(b / ncol)
-    pad = 2
-    grid = torch.ones(c, nrow * (h + pad) + pad, ncol * (w + pad) + pad) * 0.5
-    for i in range(b):
-        r, q = divmod(i, ncol)
-        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = x[i]
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return PIL.Image.fromarray(array[..., 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
+    # each tile framed by half the gap, so neighbours are `pad` apart; empty cells of the last row stay grey
+    x = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2) * 2, value=0.5)
+    x = torch.cat([x, torch.full((rows * cols - b, *x.shape[1:]), 0.5)])
+    arrays = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    tiles = [PIL.Image.fromarray(a[..., 0] if c == 1 else a) for a in arrays]
+    grid = diffusers_image_grid(tiles, rows=rows, cols=cols)
+    return grid.convert("L") if c == 1 else grid
 
 
 def save_samples_figure(samples: torch.Tensor, path: str, data_range=(-1.0, 1.0), reference: Optional[torch.Tensor] = None, title: str = "") -> str:

@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from tqdm.auto import tqdm
 
-from .checkpointing import CheckpointParts, load_checkpoint, save_checkpoint
+from .checkpointing import CheckpointParts, list_checkpoints, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,35 @@ def _log_with(report_to: Optional[str]):
     return report_to
 
 
-def check_output_dir(output_dir: str) -> None:
-    """`output_dir` must be a folder or not exist yet (it is created once the run has been set up)."""
+#: The file every run writes into its folder once it is set up: a folder holding it is a run of ours.
+RUN_CONFIG_FILENAME = "training_config.json"
+
+
+def is_run_folder(output_dir: str) -> bool:
+    """Whether `output_dir` holds a training run of ours, to resume or continue: its configuration, a checkpoint, or
+    the ``.tmp-checkpoint-*`` folder a kill during a checkpoint's save leaves."""
+    if os.path.isfile(os.path.join(output_dir, RUN_CONFIG_FILENAME)) or list_checkpoints(output_dir):
+        return True
+    return any(name.startswith(".tmp-checkpoint-") for name in os.listdir(output_dir))
+
+
+def check_output_dir(output_dir: str, overwrite: bool = True) -> None:
+    """`output_dir` must be a folder or not exist yet (it is created once the run has been set up). Unless
+    `overwrite`, a folder holding files must be a run of ours (`is_run_folder`), as diffusers' and transformers'
+    ``--overwrite_output_dir`` asks: the run's files (unet/, scheduler/, samples.png, logs/, ...) would replace
+    whatever is there."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir!r} is a file; give a folder (it is created if it does not exist).")
+    if overwrite or not os.path.isdir(output_dir) or is_run_folder(output_dir):
+        return
+    entries = sorted(os.listdir(output_dir))
+    if entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ValueError(
+            f"--output_dir {output_dir!r} is not empty ({shown}) and is not a training run (no {RUN_CONFIG_FILENAME}, no "
+            f"checkpoint-* folder): the run's files could overwrite what is there. Give a new or empty folder, or add "
+            f"--overwrite_output_dir to write into it anyway."
+        )
 
 
 def create_accelerator(
@@ -108,4 +133,4 @@ def checkpoint_now(accelerator, output_dir: str, step: int, state: dict, parts: 
         return save_checkpoint(accelerator, output_dir, step, state, parts, total_limit)
 
 
-__all__ = ["announced", "check_output_dir", "checkpoint_now", "create_accelerator", "progress_bar", "restore_checkpoint"]
+__all__ = ["announced", "check_output_dir", "is_run_folder", "checkpoint_now", "create_accelerator", "progress_bar", "restore_checkpoint"]

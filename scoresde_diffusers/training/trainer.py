@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -40,12 +41,12 @@ from ..data import TrainingData, load_training_data
 from ..models.mlp import MLPScoreModel
 from ..models.score_sde_configs import create_score_sde_model, get_score_sde_config
 from ..models.unet_presets import MODEL_PRESETS, PRESET_PARAMETRIZATION, create_unet
-from .checkpointing import CheckpointError, CheckpointParts, resolve_checkpoint, write_json_atomic
+from .checkpointing import CheckpointError, CheckpointParts, list_checkpoints, resolve_checkpoint, write_json_atomic
 from .config import TrainingConfig
 from .losses import get_loss
 from .plotting import save_loss_plot, save_samples_figure
 from .presets import apply_preset
-from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
+from .scaffolding import RUN_CONFIG_FILENAME, announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = get_logger(__name__)
 
@@ -341,6 +342,21 @@ def _check_channels(config: TrainingConfig, data: TrainingData) -> None:
         )
 
 
+def enable_xformers_attention(model: torch.nn.Module) -> None:
+    """diffusers' ``--enable_xformers_memory_efficient_attention``: the model's attention layers through xformers,
+    refused with the reason when xformers is missing or the model has no such switch."""
+    from diffusers.utils import is_xformers_available
+
+    if not is_xformers_available():
+        raise ValueError(
+            "--enable_xformers_memory_efficient_attention needs xformers, which is not installed: `pip install xformers` "
+            "(a build for your torch and CUDA), or leave the flag out."
+        )
+    if not hasattr(model, "enable_xformers_memory_efficient_attention"):
+        raise ValueError(f"--enable_xformers_memory_efficient_attention: the {type(model).__name__} model has no xformers attention; leave the flag out.")
+    model.enable_xformers_memory_efficient_attention()
+
+
 def build_optimizer_and_ema(config: TrainingConfig, model: torch.nn.Module):
     """AdamW over the model's parameters and, with `use_ema`, diffusers' `EMAModel` of them (None otherwise)."""
     optimizer = torch.optim.AdamW(
@@ -392,7 +408,7 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
     """1. Accelerator, data, model, scheduler, loss, optimiser, schedule, EMA; steps counted in epochs if asked.
     Nothing is written before everything is set up."""
     config = apply_preset(config)
-    check_output_dir(config.output_dir)
+    check_output_dir(config.output_dir, overwrite=config.overwrite_output_dir)
     accelerator = create_accelerator(
         config.output_dir, config.cpu, config.mixed_precision, config.gradient_accumulation_steps, config.report_to, config.logging_dir
     )
@@ -412,11 +428,14 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
         num_samples=config.num_samples,
         seed=config.seed,
         cache_dir=config.cache_dir,
+        config_name=config.dataset_config_name,
     )
     _check_channels(config, data)
     if config.preset is not None:
         data = with_data_range(data, get_score_sde_config(config.preset).data_range)
     model, scheduler = build_model_and_scheduler(config, data)
+    if config.enable_xformers_memory_efficient_attention:
+        enable_xformers_attention(model)
     loss_fn = get_loss(config.loss, scheduler, reduce_mean=config.reduce_mean, eps=config.train_eps)
     optimizer, ema = build_optimizer_and_ema(config, model)
     if len(data.dataset) < config.train_batch_size * accelerator.num_processes:
@@ -440,7 +459,7 @@ def setup_training(config: TrainingConfig) -> TrainingRun:
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
         accelerator.init_trackers("score_sde_training", config=_tracker_config(config))
-        write_json_atomic(os.path.join(config.output_dir, "training_config.json"), config.to_dict())
+        write_json_atomic(os.path.join(config.output_dir, RUN_CONFIG_FILENAME), config.to_dict())
     num_params = sum(p.numel() for p in model.parameters())
     logger.info(
         f"Training {type(accelerator.unwrap_model(model)).__name__} ({num_params / 1e6:.2f}M parameters) on {data.name} "
@@ -586,6 +605,31 @@ def finish_training(run: TrainingRun) -> Optional[torch.Tensor]:
     return samples
 
 
+def _discard_failed_run(output_dir: str, existed: bool, run: Optional[TrainingRun]) -> None:
+    """After an error (or Ctrl-C) in a run that started from a new or empty folder: remove what it wrote (the
+    folder itself if it created it), so that a failed run leaves nothing behind, unless a checkpoint was written,
+    which ``--resume_from_checkpoint latest`` can go on from. Main process only; a kill -9 keeps everything."""
+    from accelerate.state import PartialState
+
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir) and existed or list_checkpoints(output_dir):
+        return
+    if not PartialState().is_main_process:  # the state exists: something was written, after the accelerator
+        return
+    if run is not None:
+        with contextlib.suppress(Exception):  # close the trackers' open files before removing them
+            run.accelerator.end_training()
+    if existed:
+        for name in os.listdir(output_dir):
+            path = os.path.join(output_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+    else:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    logging.getLogger(__name__).info(f"The run failed before its first checkpoint: removed what it had written into {output_dir}.")
+
+
 def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResult:
     """Train a score model as `config` says (a `TrainingConfig`, or its fields as keyword arguments): set up,
     resume, the training loop, the final save and upload.
@@ -608,12 +652,21 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     # Fail on a bad --resume_from_checkpoint before any work.
     checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
-    run = setup_training(config)
-    resume_training(run, checkpoint)
-    start = time.time()
-    training_loop(run)
-    elapsed = time.time() - start
-    samples = finish_training(run)
+    # What the folder held before, so that a failed run can leave it as it found it.
+    was_empty = not os.path.isdir(config.output_dir) or not os.listdir(config.output_dir)
+    existed = os.path.isdir(config.output_dir)
+    run = None
+    try:
+        run = setup_training(config)
+        resume_training(run, checkpoint)
+        start = time.time()
+        training_loop(run)
+        elapsed = time.time() - start
+        samples = finish_training(run)
+    except BaseException:
+        if was_empty:
+            _discard_failed_run(config.output_dir, existed, run)
+        raise
     if run.accelerator.is_main_process:
         logger.info(f"Done: {run.global_step} steps in {elapsed:.0f} s; pipeline, {GRID_FILENAME} and {LOSS_PLOT_FILENAME} in {config.output_dir}.")
     return TrainingResult(output_dir=config.output_dir, global_step=run.global_step, loss_history=run.history, resumed_from=checkpoint, samples=samples)
