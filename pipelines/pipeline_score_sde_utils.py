@@ -2,7 +2,9 @@
 
 A pipeline is the loop (the scheduler is the step, the SDE the maths): it asks the scheduler for the grid and the steps and the SDE for
 nothing directly, except through the scheduler's `sde` in ODE-based pipelines. This mixin holds the pieces the
-loops have in common so that no pipeline repeats them.
+loops have in common so that no pipeline repeats them, and the predictor-corrector loop itself (`pc_loop`), which
+`ScoreSdePCPipeline` runs as it is and the conditional pipelines run with a `Conditioning`
+(`scoresde_diffusers.conditioning`); the probability-flow loop is `ProbabilityFlowMixin.ode_loop`.
 
 Data range. Samples live in the model's data range, ``[-1, 1]`` by default (diffusers' convention); score_sde's
 own checkpoints use ``[0, 1]`` (``config.data.centered = False``). A pipeline takes it as the ``data_range``
@@ -116,7 +118,8 @@ class ScoreSdePipelineMixin:
     Its `__init__` is that of every pipeline made of a score model and a scheduler (the mixin comes before
     `DiffusionPipeline` in the bases); a pipeline with other components registers them itself and calls
     ``self.register_data_range(data_range)``. Each call starts with ``self.reset_nfe()``; `call_model` and
-    `model_score` count evaluations in `self.nfe`.
+    `model_score` count evaluations in `self.nfe`. Conditioning is an argument of the loop (`pc_loop`,
+    `model_score`, `conditioned_model_output`), never a method a pipeline overrides or state kept on the pipeline.
     """
 
     def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
@@ -374,6 +377,7 @@ class ScoreSdePipelineMixin:
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
 
+    @torch.no_grad()
     def pc_loop(
         self,
         batch_size: int = 1,

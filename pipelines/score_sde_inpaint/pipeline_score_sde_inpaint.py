@@ -12,7 +12,7 @@ from scoresde_diffusers.conditioning import Imputation
 from scoresde_diffusers.guidance import prepare_mask
 from scoresde_diffusers.utils import check_in_range
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
+from ..pipeline_score_sde_utils import ScoreSdePipelineOutput
 from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin, check_sampler
 
 

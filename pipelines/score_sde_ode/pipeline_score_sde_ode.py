@@ -34,7 +34,9 @@ def check_sampler(sampler: str) -> None:
 
 
 class ProbabilityFlowMixin(ScoreSdePipelineMixin):
-    """What the ODE and likelihood pipelines share: the probability-flow drift from the model and one ODE solve.
+    """What the ODE and likelihood pipelines share: the probability-flow drift from the model and one ODE solve;
+    and the one probability-flow sampling loop, `ode_loop`, which `ScoreSdeODEPipeline` runs as it is and the
+    conditional pipelines (which build on this mixin to reach both loops, `run_sampler`) with a `Conditioning`.
 
     The drift is ``scheduler.sde.reverse_drift(x, t, score, probability_flow=True)``, f - 1/2 g^2 s (Song et al.
     eq. 13): the SDE owns the maths, the pipeline only calls the model for the score s. Exponential integrators
@@ -182,6 +184,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     def _state_dtype(self) -> torch.dtype:
         return compute_dtype(self.unet.dtype)
 
+    @torch.no_grad()
     def ode_loop(
         self,
         batch_size: int = 1,
