@@ -2,7 +2,9 @@
 
 A pipeline is the loop (the scheduler is the step, the SDE the maths): it asks the scheduler for the grid and the steps and the SDE for
 nothing directly, except through the scheduler's `sde` in ODE-based pipelines. This mixin holds the pieces the
-loops have in common so that no pipeline repeats them.
+loops have in common so that no pipeline repeats them, and the predictor-corrector loop itself (`pc_loop`), which
+`ScoreSdePCPipeline` runs as it is and the conditional pipelines run with a `Conditioning`
+(`scoresde_diffusers.conditioning`); the probability-flow loop is `ProbabilityFlowMixin.ode_loop`.
 
 Data range. Samples live in the model's data range, ``[-1, 1]`` by default (diffusers' convention); score_sde's
 own checkpoints use ``[0, 1]`` (``config.data.centered = False``). A pipeline takes it as the ``data_range``
@@ -31,13 +33,15 @@ import diffusers
 import numpy as np
 import PIL.Image
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 import scoresde_diffusers.schedulers
+from scoresde_diffusers.conditioning import Conditioning
 from scoresde_diffusers.sampling.parametrization import from_score
-from scoresde_diffusers.schedulers import ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
-from scoresde_diffusers.utils import check_finite, compute_dtype
+from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin, ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
+from scoresde_diffusers.utils import check_finite, check_num_steps, compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
@@ -114,7 +118,8 @@ class ScoreSdePipelineMixin:
     Its `__init__` is that of every pipeline made of a score model and a scheduler (the mixin comes before
     `DiffusionPipeline` in the bases); a pipeline with other components registers them itself and calls
     ``self.register_data_range(data_range)``. Each call starts with ``self.reset_nfe()``; `call_model` and
-    `model_score` count evaluations in `self.nfe`.
+    `model_score` count evaluations in `self.nfe`. Conditioning is an argument of the loop (`pc_loop`,
+    `model_score`, `conditioned_model_output`), never a method a pipeline overrides or state kept on the pipeline.
     """
 
     def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
@@ -308,47 +313,34 @@ class ScoreSdePipelineMixin:
         self._nfe = self.nfe + 1
         return model_output
 
-    def model_score(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """grad log p_t(sample) from the model, at continuous times `t` of shape (B,), passed through the
-        `condition_score` hook (the identity unless a conditional pipeline overrides it); counts one evaluation."""
+    def model_score(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
+        """grad log p_t(sample) from the model, at continuous times `t` of shape (B,), passed through
+        `conditioning.condition_score` when a `Conditioning` is given; counts one evaluation."""
         timestep = self.scheduler.t_to_timestep(t)
         model_output = self.call_model(sample, timestep)
-        return self.condition_score(self.scheduler.get_score(model_output.to(sample.dtype), sample, t), sample, t)
+        score = self.scheduler.get_score(model_output.to(sample.dtype), sample, t)
+        return score if conditioning is None else conditioning.condition_score(score, sample, t)
 
-    # ------------------------------------------------------------------ the conditioning hook
-    # Conditional sampling (class guidance, inpainting, colorization) enters the one PC loop and the one ODE drift
-    # through these two overridable methods, instead of a copy of the loop per task (score_sde's
-    # controllable_generation.py copies it). Both are the identity here, and then `conditioned_model_output` is
-    # exactly `call_model`, so unconditional sampling is unchanged bit for bit.
-    def condition_score(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Hook: the score a sampler steps with at (`sample`, continuous `t` of shape (B,)), given the model's
-        `score`. Class-conditional sampling returns score + guidance_scale * grad log p_t(y | x)."""
-        return score
-
-    def condition_sample(self, sample: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
-        """Hook: the state a sampler evaluates the model at and steps from at continuous `t` (B,). Imputation
-        replaces the known part by the forward-noised observation here."""
-        return sample
-
-    def conditioned_model_output(self, sample: torch.Tensor, timestep, scheduler=None, generator=None):
-        """``(sample, model_output)`` for one scheduler step at the grid's `timestep`: `condition_sample` applied to
-        `sample`, then the model called there, its output carrying the `condition_score` score (converted through
-        the scheduler's ``prediction_type`` and back, so the scheduler's step uses the conditional score)."""
+    def conditioned_model_output(self, sample: torch.Tensor, timestep, scheduler=None, generator=None, conditioning: Optional[Conditioning] = None):
+        """``(sample, model_output)`` for one scheduler step at the grid's `timestep`: the `conditioning`'s
+        `condition_sample` applied to `sample`, then the model called there, its output carrying the conditioning's
+        `condition_score` (converted through the scheduler's ``prediction_type`` and back, so the scheduler's step
+        uses the conditional score). Without a conditioning this is exactly `call_model`, so unconditional sampling
+        is unchanged bit for bit; methods the conditioning does not override are skipped likewise."""
         scheduler = self.scheduler if scheduler is None else scheduler
-        mixin = ScoreSdePipelineMixin
-        hooked_sample = type(self).condition_sample is not mixin.condition_sample
-        hooked_score = type(self).condition_score is not mixin.condition_score
+        hooked_sample = conditioning is not None and conditioning.overrides_sample
+        hooked_score = conditioning is not None and conditioning.overrides_score
         if not (hooked_sample or hooked_score):
             return sample, self.call_model(sample, timestep, scheduler)
         dtype = compute_dtype(sample.dtype)
         index = scheduler.index_for_timestep(timestep)
         t = scheduler.timestep_times[index].to(device=sample.device, dtype=dtype).expand(sample.shape[0])
         if hooked_sample:
-            sample = self.condition_sample(sample, t, generator)
+            sample = conditioning.condition_sample(sample, t, generator)
         model_output = self.call_model(sample, timestep, scheduler)
         if hooked_score:
             x = sample.to(dtype)
-            score = self.condition_score(scheduler.get_score(model_output.to(dtype), x, t), x, t)
+            score = conditioning.condition_score(scheduler.get_score(model_output.to(dtype), x, t), x, t)
             model_output = from_score(scheduler.sde, score, x, t, scheduler.config.prediction_type).to(model_output.dtype)
         return sample, model_output
 
@@ -360,6 +352,96 @@ class ScoreSdePipelineMixin:
         tensors = {"sample": sample}
         outputs = callback_on_step_end(self, i, timestep, {name: tensors[name] for name in tensor_inputs})
         return sample if outputs is None else outputs.pop("sample", sample)
+
+    # ------------------------------------------------------------------ the predictor-corrector loop
+    # The one predictor-corrector loop of the library: `ScoreSdePCPipeline` runs it unconditionally and the
+    # conditional pipelines run it with their `Conditioning` object, so no pipeline copies it or inherits it from
+    # another pipeline (score_sde's controllable_generation.py copies the sampler once per task).
+    _callback_tensor_inputs = ["sample"]
+
+    def sampling_scheduler(
+        self,
+        snr: Optional[float] = None,
+        correct_steps: Optional[int] = None,
+        predictor: Optional[str] = None,
+        corrector: Optional[str] = None,
+    ):
+        """`self.scheduler`, or, when an argument differs from its config, a `from_config` copy with that value.
+
+        The copy leaves the pipeline's scheduler untouched, so the overrides hold for one call only; the
+        scheduler validates them (unknown predictor or corrector names, snr <= 0) with its usual errors.
+        """
+        self.check_scheduler(required=ScoreSdePCSchedulerMixin)
+        if correct_steps is not None and (isinstance(correct_steps, bool) or not isinstance(correct_steps, int) or correct_steps < 0):
+            raise ValueError(f"correct_steps must be an integer >= 0, got {correct_steps!r}.")
+        overrides = {"snr": snr, "correct_steps": correct_steps, "predictor": predictor, "corrector": corrector}
+        overrides = {k: v for k, v in overrides.items() if v is not None and v != self.scheduler.config[k]}
+        if not overrides:
+            return self.scheduler
+        return type(self.scheduler).from_config(self.scheduler.config, **overrides)
+
+    def check_callback_inputs(self, callback_on_step_end_tensor_inputs: Optional[List[str]]) -> None:
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
+
+    @torch.no_grad()
+    def pc_loop(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int = 1000,
+        generator=None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: List[str] = ["sample"],
+        snr: Optional[float] = None,
+        correct_steps: Optional[int] = None,
+        predictor: Optional[str] = None,
+        corrector: Optional[str] = None,
+        latents: Optional[torch.Tensor] = None,
+        conditioning: Optional[Conditioning] = None,
+    ):
+        """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3), the body of `ScoreSdePCPipeline.__call__`
+        (see there for the arguments), conditioned by `conditioning` (None: unconditional): its `condition_sample`
+        and `condition_score` at every model evaluation, its `finalize` on the last sample."""
+        # 1. Check the arguments before any work: a bad one fails fast with a clear message.
+        self.check_output_type(output_type)
+        num_inference_steps = check_num_steps(num_inference_steps)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
+        scheduler = self.sampling_scheduler(snr=snr, correct_steps=correct_steps, predictor=predictor, corrector=corrector)
+        use_predictor = scheduler.config.predictor != "none"  # the "none" predictor takes no step: no score needed
+        num_corrections = scheduler.config.correct_steps if scheduler.config.corrector != "none" else 0
+        if not use_predictor and num_corrections == 0:
+            raise ValueError("predictor and corrector are both 'none' (or correct_steps is 0): there is nothing to sample with.")
+
+        # 2. The prior sample x_1 and the grid.
+        device = self._execution_device
+        sample = self.prepare_latents(batch_size, self.unet.dtype, device, generator, latents, scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        self.reset_nfe()
+        last = num_inference_steps - 1
+
+        # 3. At each time: corrector steps at t_i, then the predictor step t_i -> t_{i+1} (Algorithms 2-3).
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(scheduler.timesteps):
+                for _ in range(num_corrections):
+                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator, conditioning)
+                    corrected = scheduler.step_correct(model_output, sample, t, generator=generator)
+                    sample = corrected.prev_sample
+                if use_predictor:
+                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator, conditioning)
+                    sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
+                elif i == last:
+                    sample = corrected.prev_sample_mean  # corrector-only: end on the last step's noise-free mean
+
+                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
+                progress_bar.update()
+
+        # 4. Output.
+        return self.finish(sample, output_type, return_dict, conditioning)
 
     # ------------------------------------------------------------------ output
     def postprocess(self, sample: torch.Tensor, output_type: str):
@@ -375,6 +457,18 @@ class ScoreSdePipelineMixin:
             scaled = scaled.permute(0, 2, 3, 1)
         array = scaled.numpy()
         return array if output_type == "np" else self.numpy_to_pil(array)
+
+    def finish(self, sample: torch.Tensor, output_type: str, return_dict: bool, conditioning: Optional[Conditioning] = None):
+        """The pipeline output of a loop's last `sample`: in the model's dtype, through `conditioning.finalize`
+        (e.g. the known pixels of an imputation restored), as `output_type`, with the number of model evaluations."""
+        sample = sample.to(self.unet.dtype)
+        if conditioning is not None:
+            sample = conditioning.finalize(sample)
+        images = self.postprocess(sample, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images, self.nfe)
+        return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, write_pipeline_file: bool = True, **kwargs):

@@ -32,6 +32,7 @@ _IMPORT_STRUCTURE: Dict[str, List[str]] = {
         "VESDEScheduler", "VPSDEScheduler",
     ],
     "evaluation": ["image_distribution_metrics", "mixture_sample_metrics"],
+    "conditioning": ["ClassGuidance", "Conditioning", "Imputation"],
     "likelihood": [
         "bits_per_dim", "dequantize", "dequantized_log_likelihood", "divergence_exact", "divergence_hutchinson",
         "ode_log_likelihood",

@@ -1,7 +1,7 @@
 """The maths of controllable generation (Song et al. 2021, section 5 and Appendix I), pure torch.
 
-Three conditionings, each entering the samplers through one hook of the pipelines (`condition_score`,
-`condition_sample` of `ScoreSdePipelineMixin`), never through a copy of the sampling loop:
+Three conditionings, each entering the samplers as one object handed to the one sampling loop of its kind
+(`scoresde_diffusers.conditioning`: `ClassGuidance`, `Imputation`), never through a copy of the loop:
 
 - **Class-conditional sampling** (Song et al. 2021, section 5, eq. 14):
   grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x), the second term the gradient of a time-dependent

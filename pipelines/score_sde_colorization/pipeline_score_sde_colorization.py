@@ -20,9 +20,9 @@ class ScoreSdeColorizationPipeline(ScoreSdeInpaintPipeline):
 
     The gray value of a pixel, mean(r, g, b), is one coordinate of an orthonormal change of color basis: with
     `COLORIZATION_MATRIX` M (first row (1, 1, 1) / sqrt(3)), u = M x has u_0 = sqrt(3) * gray and two chroma
-    coordinates u_1, u_2. Colorization is imputation of (u_1, u_2) given u_0: the `ScoreSdeInpaintPipeline` loop
-    with `transform` = M and `inverse_transform` = M^T (M orthogonal, so the SDE's isotropic noise is the same in
-    both bases). The output's channel mean equals the input gray image exactly (up to rounding).
+    coordinates u_1, u_2. Colorization is imputation of (u_1, u_2) given u_0: the `Imputation` conditioning of
+    `ScoreSdeInpaintPipeline`, handed to the same loops, with `transform` = M and `inverse_transform` = M^T (M
+    orthogonal, so the SDE's isotropic noise is the same in both bases). The output's channel mean equals the input gray image exactly (up to rounding).
 
     Args:
         unet (`ModelMixin`): an unconditional score model of RGB images (``in_channels=3``).
@@ -106,7 +106,8 @@ class ScoreSdeColorizationPipeline(ScoreSdeInpaintPipeline):
         gray = self.prepare_gray(image)
         observation = gray_to_decoupled(gray)
         mask = colorization_mask(observation.shape, dtype=observation.dtype)
-        return self.impute_loop(
-            observation, mask, num_inference_steps, sampler, generator, output_type, return_dict,
-            callback_on_step_end, callback_on_step_end_tensor_inputs, latents, sampler_kwargs,
+        return self.impute(
+            observation, mask, num_inference_steps, sampler, batch_size=observation.shape[0], generator=generator,
+            output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, latents=latents, **sampler_kwargs,
         )  # fmt: skip

@@ -1,44 +1,27 @@
 """`ScoreSdeClassConditionalPipeline`: class-conditional sampling with a time-dependent classifier (Song et al. 2021,
 section 5 and Appendix I.1), by the reverse SDE (predictor-corrector) or the probability-flow ODE."""
 
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from scoresde_diffusers.guidance import check_class_labels, classifier_gradient
+from scoresde_diffusers.conditioning import ClassGuidance
+from scoresde_diffusers.guidance import check_class_labels
 from scoresde_diffusers.utils import describe
 
 from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
-from ..score_sde_ode import ScoreSdeODEPipeline
-from ..score_sde_pc import ScoreSdePCPipeline
-
-SAMPLERS = ("pc", "ode")
+from ..score_sde_ode.pipeline_score_sde_ode import SAMPLERS, ProbabilityFlowMixin, check_sampler  # noqa: F401 (re-exported)
 
 
-@dataclass
-class _Guidance:
-    """The conditioning of one call: labels (B,), guidance scale, and the classifier's declared class count."""
-
-    class_labels: torch.Tensor
-    scale: float
-    num_classes: Optional[int]
-
-
-def check_sampler(sampler: str) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS} (predictor-corrector or probability-flow ODE), got {sampler!r}.")
-
-
-class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
+class ScoreSdeClassConditionalPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     r"""Samples of p_0(x | y) from an unconditional score model and a time-dependent classifier p_t(y | x_t)
     (Song et al. 2021, section 5, eq. 14, and Appendix I.1).
 
     Bayes' rule in the score: grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x). The pipeline runs the
-    same loops as `ScoreSdePCPipeline` (``sampler="pc"``: reverse SDE, predictor-corrector) and
-    `ScoreSdeODEPipeline` (``sampler="ode"``: the probability-flow ODE of the conditional marginals) with the score
-    replaced, through the pipelines' one conditioning hook (`condition_score`), by
+    loops of `ScoreSdePCPipeline` (``sampler="pc"``: reverse SDE, predictor-corrector, `pc_loop`) and
+    `ScoreSdeODEPipeline` (``sampler="ode"``: the probability-flow ODE of the conditional marginals, `ode_loop`),
+    handing them a `ClassGuidance` conditioning built for the call, which replaces the score by
 
         s(x, t) + guidance_scale * grad_x log p_t(y | x),
 
@@ -64,9 +47,8 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         DiffusionPipeline.__init__(self)
         self.register_modules(unet=unet, classifier=classifier, scheduler=scheduler)
         self.register_data_range(data_range)
-        self._guidance = None
 
-    # ------------------------------------------------------------------ the conditioning hook
+    # ------------------------------------------------------------------ the conditioning
     @property
     def num_classes(self) -> Optional[int]:
         """The classifier's ``config.num_classes`` (None when its config has none)."""
@@ -74,15 +56,10 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         value = getattr(config, "num_classes", None) if config is not None else None
         return None if value is None else int(value)
 
-    def condition_score(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """score + guidance_scale * grad_x log p_t(y | x) (eq. 14), at continuous times `t` (B,)."""
-        guidance = getattr(self, "_guidance", None)
-        if guidance is None or guidance.scale == 0:
-            return score
-        timestep = self.scheduler.t_to_timestep(t)
-        x = sample.to(self.classifier.dtype)
-        gradient = classifier_gradient(self.classifier, x, timestep, guidance.class_labels, guidance.num_classes)
-        return score + guidance.scale * gradient.to(score.dtype)
+    def guidance(self, class_labels: torch.Tensor, guidance_scale: float) -> ClassGuidance:
+        """The `ClassGuidance` of one call: score + `guidance_scale` * grad_x log p_t(y | x) (eq. 14) for the
+        labels `class_labels` (B,), the classifier called with the pipeline scheduler's model timesteps."""
+        return ClassGuidance(self.classifier, class_labels, guidance_scale, self.scheduler, self.num_classes)
 
     def prepare_class_labels(self, class_labels, batch_size: Optional[int]) -> torch.Tensor:
         """`class_labels` (an int for every sample, or one per sample) as a (B,) long tensor, checked against
@@ -131,8 +108,8 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
                 0 unconditional sampling (the classifier is then not called).
             num_inference_steps (`int`, *optional*): grid size; defaults to the chosen loop's default (1000 PC
                 steps; an adaptive solver for the ODE).
-            sampler (`str`, defaults to ``"pc"``): ``"pc"`` (reverse SDE, `ScoreSdePCPipeline`'s loop) or
-                ``"ode"`` (probability-flow ODE, `ScoreSdeODEPipeline`'s loop).
+            sampler (`str`, defaults to ``"pc"``): ``"pc"`` (reverse SDE, `pc_loop`, the loop of `ScoreSdePCPipeline`)
+                or ``"ode"`` (probability-flow ODE, `ode_loop`, the loop of `ScoreSdeODEPipeline`).
             generator, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs, latents:
                 as in `ScoreSdePCPipeline.__call__` / `ScoreSdeODEPipeline.__call__`.
             sampler_kwargs: the other options of the chosen loop: ``snr``, ``correct_steps``, ``predictor``,
@@ -166,16 +143,9 @@ class ScoreSdeClassConditionalPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         labels = self.prepare_class_labels(class_labels, batch_size)
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not torch.isfinite(torch.tensor(float(guidance_scale))):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
-        loop = ScoreSdePCPipeline.__call__ if sampler == "pc" else ScoreSdeODEPipeline.__call__
-        kwargs = dict(
-            batch_size=labels.shape[0], generator=generator, output_type=output_type, return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            latents=latents, **sampler_kwargs,
+        guidance = self.guidance(labels.to(self._execution_device), float(guidance_scale))
+        return self.run_sampler(
+            sampler, guidance, num_inference_steps, batch_size=labels.shape[0], generator=generator, output_type=output_type,
+            return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, latents=latents, **sampler_kwargs,
         )  # fmt: skip
-        if num_inference_steps is not None:
-            kwargs["num_inference_steps"] = num_inference_steps
-        self._guidance = _Guidance(labels.to(self._execution_device), float(guidance_scale), self.num_classes)
-        try:
-            return loop(self, **kwargs)
-        finally:
-            self._guidance = None

@@ -1,32 +1,19 @@
 """`ScoreSdeInpaintPipeline`: imputation / inpainting with an unconditional score model (Song et al. 2021,
 Appendix I.2), by the reverse SDE (predictor-corrector) or the probability-flow ODE."""
 
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
-from scoresde_diffusers.guidance import impute, prepare_mask
+from scoresde_diffusers.conditioning import Imputation
+from scoresde_diffusers.guidance import prepare_mask
 from scoresde_diffusers.utils import check_in_range
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
-from ..score_sde_conditional.pipeline_score_sde_conditional import check_sampler
-from ..score_sde_ode import ScoreSdeODEPipeline
-from ..score_sde_pc import ScoreSdePCPipeline
-
-
-@dataclass
-class _Imputation:
-    """The conditioning of one call, in the pipeline's imputation space (`transform`): the observation y, the mask
-    (1 = generate, 0 = known) and a fixed noise z (None: fresh noise at every step; zeros for the ODE)."""
-
-    observation: torch.Tensor
-    mask: torch.Tensor
-    noise: Optional[torch.Tensor]
+from ..pipeline_score_sde_utils import ScoreSdePipelineOutput
+from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin, check_sampler
 
 
 def preprocess_image(image, data_range: Tuple[float, float], dtype: Optional[torch.dtype] = None, device=None) -> torch.Tensor:
@@ -72,15 +59,16 @@ def preprocess_image(image, data_range: Tuple[float, float], dtype: Optional[tor
     return (low + (high - low) * x).to(device=device, dtype=dtype or torch.float32)
 
 
-class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
+class ScoreSdeInpaintPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     r"""Imputation of the unknown part of `image` (Song et al. 2021, Appendix I.2
     and Algorithm 4 (Appendix G); score_sde's `get_pc_inpainter`), with diffusers' mask convention: white (1) = repaint.
 
     Before every model evaluation at time t the known part of the state is replaced by a sample of the forward-
     noised observation, x <- mask * x + (1 - mask) * (m(t) y + sigma(t) z), so that the unknown part is driven by
-    grad log p_t([x_unknown, y_t]) (through the pipelines' conditioning hook `condition_sample`); the final sample
-    carries y exactly on the known part. ``sampler="pc"`` runs `ScoreSdePCPipeline`'s loop with fresh z at every
-    step (the paper's method); ``sampler="ode"`` runs `ScoreSdeODEPipeline`'s probability-flow ODE with the known
+    grad log p_t([x_unknown, y_t]) (an `Imputation` conditioning built for the call and handed to the sampling
+    loop); the final sample carries y exactly on the known part (`Imputation.finalize`). ``sampler="pc"`` runs
+    `ScoreSdePCPipeline`'s loop (`pc_loop`) with fresh z at every step (the paper's method); ``sampler="ode"``
+    runs `ScoreSdeODEPipeline`'s probability-flow ODE (`ode_loop`) with the known
     part on the noise-free forward path m(t) y, so the unknown part solves a deterministic ODE (any solver,
     adaptive ones included). A random but fixed path m(t) y + sigma(t) z was tried and is worse: on the test
     mixture of tests/test_inpaint.py it biases the mode weights by about 0.01 (z = 0: no bias detectable).
@@ -100,12 +88,6 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
 
-    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
-        DiffusionPipeline.__init__(self)
-        self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
-        self._imputation = None
-
     # ------------------------------------------------------------------ the space imputation happens in
     def transform(self, sample: torch.Tensor) -> torch.Tensor:
         """Map samples to the space where the known part is a set of coordinates (the identity here; colorization
@@ -115,25 +97,6 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
     def inverse_transform(self, sample: torch.Tensor) -> torch.Tensor:
         """The inverse of `transform`."""
         return sample
-
-    # ------------------------------------------------------------------ the conditioning hook
-    def condition_sample(self, sample: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
-        """The known part replaced by m(t) y + sigma(t) z (`scoresde_diffusers.guidance.impute`) in `transform` space."""
-        state = getattr(self, "_imputation", None)
-        if state is None:
-            return sample
-        noise = state.noise
-        if noise is None:
-            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        u = impute(self.transform(sample), state.observation.to(sample.dtype), state.mask.to(sample.dtype), self.scheduler.sde, t, noise)
-        return self.inverse_transform(u)
-
-    def restore_known(self, sample: torch.Tensor) -> torch.Tensor:
-        """The final sample with the known part set to the observation y exactly."""
-        state = self._imputation
-        u = self.transform(sample)
-        mask = state.mask.to(u.dtype)
-        return self.inverse_transform(mask * u + (1 - mask) * state.observation.to(u.dtype))
 
     # ------------------------------------------------------------------ inputs
     def prepare_image(self, image) -> torch.Tensor:
@@ -148,47 +111,20 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         return x
 
     # ------------------------------------------------------------------ sampling
-    def impute_loop(
-        self,
-        observation: torch.Tensor,
-        mask: torch.Tensor,
-        num_inference_steps: Optional[int],
-        sampler: str,
-        generator,
-        output_type: str,
-        return_dict: bool,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs,
-        latents: Optional[torch.Tensor],
-        sampler_kwargs: Dict[str, Any],
-    ):
-        """Run the PC or ODE loop with the imputation hook for (`observation`, `mask`), both in `transform` space,
-        then restore the known part exactly and convert to `output_type`."""
-        check_sampler(sampler)
-        self.check_output_type(output_type)
-        self.check_scheduler()
+    def imputation(self, observation: torch.Tensor, mask: torch.Tensor, sampler: str) -> Imputation:
+        """The `Imputation` of one call for (`observation`, `mask`), both in `transform` space: fresh noise at every
+        step of the reverse SDE, the noise-free path m(t) y for the ODE (see the class docstring)."""
         device, dtype = self._execution_device, self.unet.dtype
-        batch_size = observation.shape[0]
-        # PC: fresh noise at every step (None); ODE: the noise-free path m(t) y (see the class docstring).
-        fixed_noise = torch.zeros(observation.shape, device=device, dtype=dtype) if sampler == "ode" else None
-        loop = ScoreSdePCPipeline.__call__ if sampler == "pc" else ScoreSdeODEPipeline.__call__
-        kwargs = dict(
-            batch_size=batch_size, generator=generator, output_type="pt", return_dict=True,
-            callback_on_step_end=callback_on_step_end, callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            latents=latents, **sampler_kwargs,
-        )  # fmt: skip
-        if num_inference_steps is not None:
-            kwargs["num_inference_steps"] = num_inference_steps
-        self._imputation = _Imputation(observation.to(device=device, dtype=dtype), mask.to(device=device, dtype=dtype), fixed_noise)
-        try:
-            output = loop(self, **kwargs)
-            sample = self.restore_known(output.images)
-        finally:
-            self._imputation = None
-        images = self.postprocess(sample, output_type)
-        if not return_dict:
-            return (images, output.nfe)
-        return ScoreSdePipelineOutput(images=images, nfe=output.nfe)
+        observation, mask = observation.to(device=device, dtype=dtype), mask.to(device=device, dtype=dtype)
+        return Imputation(observation, mask, self.scheduler.sde, sampler == "pc", self.transform, self.inverse_transform)
+
+    def impute(self, observation: torch.Tensor, mask: torch.Tensor, num_inference_steps: Optional[int], sampler: str, **loop_kwargs):
+        """Run the loop of `sampler` with the `imputation` of (`observation`, `mask`); `loop_kwargs` are the loop's
+        arguments. Inpainting and colorization both sample through it."""
+        check_sampler(sampler)
+        self.check_output_type(loop_kwargs.get("output_type", "pil"))
+        self.check_scheduler()
+        return self.run_sampler(sampler, self.imputation(observation, mask, sampler), num_inference_steps, **loop_kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -247,7 +183,8 @@ class ScoreSdeInpaintPipeline(ScoreSdePCPipeline, ScoreSdeODEPipeline):
         self.check_scheduler()
         observation = self.prepare_image(image)
         mask = prepare_mask(mask_image, observation.shape, dtype=observation.dtype)
-        return self.impute_loop(
-            observation, mask, num_inference_steps, sampler, generator, output_type, return_dict,
-            callback_on_step_end, callback_on_step_end_tensor_inputs, latents, sampler_kwargs,
+        return self.impute(
+            observation, mask, num_inference_steps, sampler, batch_size=observation.shape[0], generator=generator,
+            output_type=output_type, return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, latents=latents, **sampler_kwargs,
         )  # fmt: skip

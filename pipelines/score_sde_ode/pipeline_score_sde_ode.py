@@ -6,6 +6,7 @@ import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
+from scoresde_diffusers.conditioning import Conditioning
 from scoresde_diffusers.sampling.ode_solvers import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -22,9 +23,20 @@ from scoresde_diffusers.utils import check_num_steps, compute_dtype, describe
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
+#: The loops a conditional pipeline can run (`ProbabilityFlowMixin.run_sampler`): the reverse SDE (predictor-corrector)
+#: and the probability-flow ODE.
+SAMPLERS = ("pc", "ode")
+
+
+def check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS} (predictor-corrector or probability-flow ODE), got {sampler!r}.")
+
 
 class ProbabilityFlowMixin(ScoreSdePipelineMixin):
-    """What the ODE and likelihood pipelines share: the probability-flow drift from the model and one ODE solve.
+    """What the ODE and likelihood pipelines share: the probability-flow drift from the model and one ODE solve;
+    and the one probability-flow sampling loop, `ode_loop`, which `ScoreSdeODEPipeline` runs as it is and the
+    conditional pipelines (which build on this mixin to reach both loops, `run_sampler`) with a `Conditioning`.
 
     The drift is ``scheduler.sde.reverse_drift(x, t, score, probability_flow=True)``, f - 1/2 g^2 s (Song et al.
     eq. 13): the SDE owns the maths, the pipeline only calls the model for the score s. Exponential integrators
@@ -53,18 +65,20 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
             dim *= size
         return self.max_noise_factor * 0.5 * (high - low) * dim**0.5
 
-    def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
         """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m from the model, at times `t` (B,); one evaluation.
-        Like the drift, it is evaluated at the `condition_sample` of `sample` (imputation's hook)."""
-        sample = self.condition_sample(sample, t)
-        return from_score(self.scheduler.sde, self.model_score(sample, t), sample, t, "sample")
+        Like the drift, it is evaluated at the `conditioning`'s `condition_sample` of `sample` (imputation's)."""
+        if conditioning is not None:
+            sample = conditioning.condition_sample(sample, t)
+        return from_score(self.scheduler.sde, self.model_score(sample, t, conditioning), sample, t, "sample")
 
-    def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
         """dx/dt of the probability-flow ODE at `sample` and continuous times `t` (B,); one model evaluation.
-        The ODE has no noise to redraw, so the pipelines' `condition_sample` hook applies to the state the drift
-        is evaluated at (with the conditioning hooks' default, the identity, this is the plain drift)."""
-        sample = self.condition_sample(sample, t)
-        score = self.model_score(sample, t)
+        The ODE has no noise to redraw, so a `conditioning`'s `condition_sample` applies to the state the drift is
+        evaluated at, and its `condition_score` to the score (without a conditioning: the plain drift)."""
+        if conditioning is not None:
+            sample = conditioning.condition_sample(sample, t)
+        score = self.model_score(sample, t, conditioning)
         return self.scheduler.sde.reverse_drift(sample, t, score, probability_flow=True)
 
     def resolve_sampling_eps(self, sampling_eps: Optional[float], default: Optional[float] = None) -> float:
@@ -132,11 +146,12 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         rtol: float,
         atol: float,
         callback: Optional[Callable] = None,
+        conditioning: Optional[Conditioning] = None,
         **solver_options,
     ) -> torch.Tensor:
         """Integrate the probability-flow ODE from ``t_grid[0]`` to ``t_grid[-1]`` (either direction), with a
         progress bar: one tick per step for fixed-step solvers, the percentage of the time span covered for
-        adaptive ones."""
+        adaptive ones; the drift (and an exponential integrator's denoiser) conditioned by `conditioning`."""
         batch = sample.shape[0]
         span = float(t_grid[-1] - t_grid[0])
         adaptive = is_adaptive(solver)
@@ -147,7 +162,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
                     done = min(100, int(100 * float(t - t_grid[0]) / span))
                     if done > progress_bar.n:
                         progress_bar.update(done - progress_bar.n)
-                return self.probability_flow_drift(x, t.expand(batch))
+                return self.probability_flow_drift(x, t.expand(batch), conditioning)
 
             def step_callback(i, t_next, x):
                 replaced = callback(i, t_next, x) if callback is not None else None
@@ -156,11 +171,146 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
 
             if requires_sde(solver):
                 # Exponential integrators: the SDE and the model's x_0 prediction (one evaluation per call).
-                solver_options = {"sde": self.scheduler.sde, "denoiser": lambda t, x: self.model_denoiser(x, t.expand(batch)), **solver_options}
+                solver_options = {"sde": self.scheduler.sde, "denoiser": lambda t, x: self.model_denoiser(x, t.expand(batch), conditioning), **solver_options}
             y, _ = solver(func, sample, t_grid, rtol=rtol, atol=atol, callback=None if adaptive else step_callback, **solver_options)
             if adaptive:
                 progress_bar.update(100 - progress_bar.n)
         return y
+
+
+    # ------------------------------------------------------------------ the probability-flow sampling loop
+    # The one ODE sampling loop of the library: `ScoreSdeODEPipeline` runs it unconditionally and the conditional
+    # pipelines with their `Conditioning` object, so no pipeline copies it or inherits it from another pipeline.
+    def _state_dtype(self) -> torch.dtype:
+        return compute_dtype(self.unet.dtype)
+
+    @torch.no_grad()
+    def ode_loop(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: Optional[int] = None,
+        generator=None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: List[str] = ["sample"],
+        solver: Optional[str] = None,
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        sampling_eps: Optional[float] = None,
+        time_spacing: Optional[str] = None,
+        timesteps: Optional[Sequence[float]] = None,
+        latents: Optional[torch.Tensor] = None,
+        denoise: Optional[bool] = None,
+        solver_options: Optional[Dict[str, Any]] = None,
+        conditioning: Optional[Conditioning] = None,
+    ):
+        """Sampling with the probability-flow ODE (Song et al. 2021, sec. 4.3), the body of
+        `ScoreSdeODEPipeline.__call__` (see there for the arguments), conditioned by `conditioning` (None:
+        unconditional): its `condition_sample` and `condition_score` in every drift evaluation or scheduler step
+        (only `condition_score` in the final Tweedie step of ``denoise``), its `finalize` on the last sample."""
+        # 1. Check the arguments before any work.
+        self.check_output_type(output_type)
+        self.check_scheduler()
+        name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol, has_grid=timesteps is not None)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
+        if callback_on_step_end is not None and is_adaptive(ode_solver):
+            raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
+        scheduler_steps = self.uses_scheduler_steps(solver, num_inference_steps, timesteps, sampling_eps=sampling_eps, time_spacing=time_spacing, denoise=denoise)
+        exponential = requires_sde(ode_solver)
+        eps = self.default_exponential_eps(sampling_eps) if exponential and timesteps is None else self.resolve_sampling_eps(sampling_eps)
+        # An exponential integrator's last step goes to zero noise itself (extrapolated along the ODE, no extra
+        # evaluation beyond the one at the last grid time); the others take score_sde's Tweedie step if asked.
+        denoise = exponential if denoise is None else bool(denoise)
+        to_zero = exponential and denoise
+        valid_steps = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
+        grid_steps = num_inference_steps - 1 if to_zero and valid_steps and num_inference_steps > 1 else num_inference_steps
+
+        # 2. The prior sample x_1 and the grid of times.
+        device, dtype = self._execution_device, self._state_dtype()
+        sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
+        if scheduler_steps:  # an ODE scheduler (the pipeline's, or the default one): its grid and steps, in diffusers' loop
+            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, self.ode_scheduler(), conditioning)
+            return self.finish(sample, output_type, return_dict, conditioning)
+        t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
+        self.reset_nfe()
+
+        # 3. Solve the probability-flow ODE from 1 to eps, with the user's callback after every fixed step.
+        callback = None
+        if callback_on_step_end is not None:
+            model_timesteps = self.scheduler.t_to_timestep(t_grid)
+
+            def callback(i, t_next, x):
+                return self.step_end_callback(callback_on_step_end, i, model_timesteps[i], x, callback_on_step_end_tensor_inputs)
+
+        options = {**({"denoise_to_zero": True} if to_zero else {}), **(solver_options or {})}
+        sample = self.solve_flow(sample, t_grid, ode_solver, rtol, atol, callback=callback, conditioning=conditioning, **options)
+
+        # 4. Optional denoising: Tweedie's estimate of x_0 from x_eps (score_sde's `denoise=True`).
+        if denoise and not exponential:
+            t_end = t_grid[-1].expand(sample.shape[0])
+            sample = from_score(self.scheduler.sde, self.model_score(sample, t_end, conditioning), sample, t_end, "sample")
+
+        # 5. Output.
+        return self.finish(sample, output_type, return_dict, conditioning)
+
+    def run_sampler(self, sampler: str, conditioning: Optional[Conditioning], num_inference_steps: Optional[int] = None, **loop_kwargs):
+        """The loop of `sampler` (``"pc"``: `pc_loop`, the reverse SDE; ``"ode"``: `ode_loop`, the probability
+        flow) with `conditioning`: how the conditional pipelines sample. `num_inference_steps` None leaves the
+        loop's default (1000 PC steps; an adaptive solver for the ODE); `loop_kwargs` are that loop's options."""
+        check_sampler(sampler)
+        if num_inference_steps is not None:
+            loop_kwargs["num_inference_steps"] = num_inference_steps
+        loop = self.pc_loop if sampler == "pc" else self.ode_loop
+        return loop(conditioning=conditioning, **loop_kwargs)
+
+    # ------------------------------------------------------------------ sampling with an ODE scheduler
+    def uses_scheduler_steps(self, solver, num_inference_steps, timesteps, **grid_arguments) -> bool:
+        """Whether this call runs the steps of the pipeline's ODE scheduler (`ScoreSdeDPMSolverMultistepScheduler`,
+        `ScoreSdeHeunScheduler`): when it has one and no `solver` or `timesteps` is asked for. The grid is then the
+        scheduler's, so the grid arguments of `__call__` are an error rather than silently ignored."""
+        if solver is not None or timesteps is not None or num_inference_steps is None:
+            return False
+        given = sorted(k for k, v in grid_arguments.items() if v is not None)
+        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
+            # A predictor-corrector scheduler: by default the steps of the ODE scheduler built from its config, the
+            # very sampler `pipe.scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(...)` runs in diffusers'
+            # own loop; grid arguments ask for the solver path instead.
+            return not given
+        if given:
+            raise ValueError(
+                f"{given} set the grid of an ODE solver, but the pipeline's {type(self.scheduler).__name__} has its own: "
+                f"set it in the scheduler's config (e.g. `{type(self.scheduler).__name__}.from_config(pipe.scheduler.config, "
+                f"min_noise_level=..., time_spacing=..., final_sigmas_type=...)`), or pass `solver=` to use an ODE solver."
+            )
+        return True
+
+    def ode_scheduler(self):
+        """The ODE scheduler of a call without `solver`: the pipeline's own if it is one, else
+        `ScoreSdeDPMSolverMultistepScheduler` built from the pipeline scheduler's config (its SDE, prediction type and
+        timestep map), with that scheduler's defaults."""
+        if isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
+            return self.scheduler
+        return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config)
+
+    def scheduler_loop(
+        self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",), scheduler=None, conditioning=None
+    ):
+        """diffusers' loop over an ODE scheduler's `timesteps` (the pipeline's by default): one model call and one
+        `step` each. A `conditioning` enters through `conditioned_model_output`, as in the predictor-corrector loop
+        (with no generator: the ODE draws no noise)."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        scheduler.set_timesteps(num_inference_steps, device=sample.device)
+        self.reset_nfe()
+        with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:
+            for i, t in enumerate(scheduler.timesteps):
+                sample, model_output = self.conditioned_model_output(sample, t, scheduler, None, conditioning)
+                sample = scheduler.step(model_output, t, sample).prev_sample
+                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
+                progress_bar.update()
+        return sample
 
 
 class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
@@ -187,9 +337,6 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
-
-    def _state_dtype(self) -> torch.dtype:
-        return compute_dtype(self.unet.dtype)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -274,106 +421,14 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
         ```
         """
-        # 1. Check the arguments before any work.
-        self.check_output_type(output_type)
-        self.check_scheduler()
-        name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol, has_grid=timesteps is not None)
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
-        if callback_on_step_end is not None and is_adaptive(ode_solver):
-            raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
-        scheduler_steps = self.uses_scheduler_steps(solver, num_inference_steps, timesteps, sampling_eps=sampling_eps, time_spacing=time_spacing, denoise=denoise)
-        exponential = requires_sde(ode_solver)
-        eps = self.default_exponential_eps(sampling_eps) if exponential and timesteps is None else self.resolve_sampling_eps(sampling_eps)
-        # An exponential integrator's last step goes to zero noise itself (extrapolated along the ODE, no extra
-        # evaluation beyond the one at the last grid time); the others take score_sde's Tweedie step if asked.
-        denoise = exponential if denoise is None else bool(denoise)
-        to_zero = exponential and denoise
-        valid_steps = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
-        grid_steps = num_inference_steps - 1 if to_zero and valid_steps and num_inference_steps > 1 else num_inference_steps
-
-        # 2. The prior sample x_1 and the grid of times.
-        device, dtype = self._execution_device, self._state_dtype()
-        sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
-        if scheduler_steps:  # an ODE scheduler (the pipeline's, or the default one): its grid and steps, in diffusers' loop
-            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, self.ode_scheduler())
-            return self.finish(sample, output_type, return_dict)
-        t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
-        self.reset_nfe()
-
-        # 3. Solve the probability-flow ODE from 1 to eps, with the user's callback after every fixed step.
-        callback = None
-        if callback_on_step_end is not None:
-            model_timesteps = self.scheduler.t_to_timestep(t_grid)
-
-            def callback(i, t_next, x):
-                return self.step_end_callback(callback_on_step_end, i, model_timesteps[i], x, callback_on_step_end_tensor_inputs)
-
-        options = {**({"denoise_to_zero": True} if to_zero else {}), **(solver_options or {})}
-        sample = self.solve_flow(sample, t_grid, ode_solver, rtol, atol, callback=callback, **options)
-
-        # 4. Optional denoising: Tweedie's estimate of x_0 from x_eps (score_sde's `denoise=True`).
-        if denoise and not exponential:
-            t_end = t_grid[-1].expand(sample.shape[0])
-            sample = from_score(self.scheduler.sde, self.model_score(sample, t_end), sample, t_end, "sample")
-
-        # 5. Output.
-        return self.finish(sample, output_type, return_dict)
-
-    def finish(self, sample: torch.Tensor, output_type: str, return_dict: bool) -> Union[ScoreSdePipelineOutput, Tuple]:
-        """The pipeline output for a final `sample`, with the number of model evaluations."""
-        images = self.postprocess(sample.to(self.unet.dtype), output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, self.nfe)
-        return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
-
-    # ------------------------------------------------------------------ sampling with an ODE scheduler
-    def uses_scheduler_steps(self, solver, num_inference_steps, timesteps, **grid_arguments) -> bool:
-        """Whether this call runs the steps of the pipeline's ODE scheduler (`ScoreSdeDPMSolverMultistepScheduler`,
-        `ScoreSdeHeunScheduler`): when it has one and no `solver` or `timesteps` is asked for. The grid is then the
-        scheduler's, so the grid arguments of `__call__` are an error rather than silently ignored."""
-        if solver is not None or timesteps is not None or num_inference_steps is None:
-            return False
-        given = sorted(k for k, v in grid_arguments.items() if v is not None)
-        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
-            # A predictor-corrector scheduler: by default the steps of the ODE scheduler built from its config, the
-            # very sampler `pipe.scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(...)` runs in diffusers'
-            # own loop; grid arguments ask for the solver path instead.
-            return not given
-        if given:
-            raise ValueError(
-                f"{given} set the grid of an ODE solver, but the pipeline's {type(self.scheduler).__name__} has its own: "
-                f"set it in the scheduler's config (e.g. `{type(self.scheduler).__name__}.from_config(pipe.scheduler.config, "
-                f"min_noise_level=..., time_spacing=..., final_sigmas_type=...)`), or pass `solver=` to use an ODE solver."
-            )
-        return True
-
-    def ode_scheduler(self):
-        """The ODE scheduler of a call without `solver`: the pipeline's own if it is one, else
-        `ScoreSdeDPMSolverMultistepScheduler` built from the pipeline scheduler's config (its SDE, prediction type and
-        timestep map), with that scheduler's defaults."""
-        if isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
-            return self.scheduler
-        return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config)
-
-    def scheduler_loop(self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",), scheduler=None):
-        """diffusers' loop over an ODE scheduler's `timesteps` (the pipeline's by default): one model call and one
-        `step` each. The conditioning hooks enter through `conditioned_model_output`, as in the predictor-corrector
-        loop."""
-        scheduler = self.scheduler if scheduler is None else scheduler
-        scheduler.set_timesteps(num_inference_steps, device=sample.device)
-        self.reset_nfe()
-        with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:
-            for i, t in enumerate(scheduler.timesteps):
-                sample, model_output = self.conditioned_model_output(sample, t, scheduler)
-                sample = scheduler.step(model_output, t, sample).prev_sample
-                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
-                progress_bar.update()
-        return sample
+        # The loop is the mixin's `ode_loop`, which the conditional pipelines run with their conditioning.
+        return self.ode_loop(
+            batch_size=batch_size, num_inference_steps=num_inference_steps, generator=generator, output_type=output_type,
+            return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, solver=solver, rtol=rtol, atol=atol,
+            sampling_eps=sampling_eps, time_spacing=time_spacing, timesteps=timesteps, latents=latents, denoise=denoise,
+            solver_options=solver_options,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the encoder and decoder
     def _transport(self, sample, to_latent: bool, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options):

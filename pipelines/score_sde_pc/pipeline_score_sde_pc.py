@@ -3,11 +3,7 @@
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
-from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-
-from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin
-from scoresde_diffusers.utils import check_num_steps
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
 
@@ -35,34 +31,6 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["sample"]
-
-    # ------------------------------------------------------------------ the scheduler of one call
-    def sampling_scheduler(
-        self,
-        snr: Optional[float] = None,
-        correct_steps: Optional[int] = None,
-        predictor: Optional[str] = None,
-        corrector: Optional[str] = None,
-    ):
-        """`self.scheduler`, or, when an argument differs from its config, a `from_config` copy with that value.
-
-        The copy leaves the pipeline's scheduler untouched, so the overrides hold for one call only; the
-        scheduler validates them (unknown predictor or corrector names, snr <= 0) with its usual errors.
-        """
-        self.check_scheduler(required=ScoreSdePCSchedulerMixin)
-        if correct_steps is not None and (isinstance(correct_steps, bool) or not isinstance(correct_steps, int) or correct_steps < 0):
-            raise ValueError(f"correct_steps must be an integer >= 0, got {correct_steps!r}.")
-        overrides = {"snr": snr, "correct_steps": correct_steps, "predictor": predictor, "corrector": corrector}
-        overrides = {k: v for k, v in overrides.items() if v is not None and v != self.scheduler.config[k]}
-        if not overrides:
-            return self.scheduler
-        return type(self.scheduler).from_config(self.scheduler.config, **overrides)
-
-    def check_callback_inputs(self, callback_on_step_end_tensor_inputs: Optional[List[str]]) -> None:
-        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
-
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -130,45 +98,10 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
         ```
         """
-        # 1. Check the arguments before any work: a bad one fails fast with a clear message.
-        self.check_output_type(output_type)
-        num_inference_steps = check_num_steps(num_inference_steps)
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
-        scheduler = self.sampling_scheduler(snr=snr, correct_steps=correct_steps, predictor=predictor, corrector=corrector)
-        use_predictor = scheduler.config.predictor != "none"  # the "none" predictor takes no step: no score needed
-        num_corrections = scheduler.config.correct_steps if scheduler.config.corrector != "none" else 0
-        if not use_predictor and num_corrections == 0:
-            raise ValueError("predictor and corrector are both 'none' (or correct_steps is 0): there is nothing to sample with.")
-
-        # 2. The prior sample x_1 and the grid.
-        device = self._execution_device
-        sample = self.prepare_latents(batch_size, self.unet.dtype, device, generator, latents, scheduler)
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        self.reset_nfe()
-        last = num_inference_steps - 1
-
-        # 3. At each time: corrector steps at t_i, then the predictor step t_i -> t_{i+1} (Algorithms 2-3).
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
-            for i, t in enumerate(scheduler.timesteps):
-                for _ in range(num_corrections):
-                    # The conditioning hook (identity when unconditional): see ScoreSdePipelineMixin.
-                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator)
-                    corrected = scheduler.step_correct(model_output, sample, t, generator=generator)
-                    sample = corrected.prev_sample
-                if use_predictor:
-                    sample, model_output = self.conditioned_model_output(sample, t, scheduler, generator)
-                    sample = scheduler.step(model_output, t, sample, generator=generator).prev_sample
-                elif i == last:
-                    sample = corrected.prev_sample_mean  # corrector-only: end on the last step's noise-free mean
-
-                sample = self.step_end_callback(callback_on_step_end, i, t, sample, callback_on_step_end_tensor_inputs)
-                progress_bar.update()
-
-        # 4. Output.
-        images = self.postprocess(sample, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images, self.nfe)
-        return ScoreSdePipelineOutput(images=images, nfe=self.nfe)
+        # The loop is the mixin's `pc_loop`, which the conditional pipelines run with their conditioning.
+        return self.pc_loop(
+            batch_size=batch_size, num_inference_steps=num_inference_steps, generator=generator, output_type=output_type,
+            return_dict=return_dict, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, snr=snr, correct_steps=correct_steps,
+            predictor=predictor, corrector=corrector, latents=latents,
+        )  # fmt: skip
