@@ -96,4 +96,4 @@ def test_trained_digits_quick(tmp_path):
     names = {r["sampler"] for r in rows}
     assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
     assert all(r["frechet"] >= 0 for r in rows)
-    assert "<!-- trained_digits:start -->" in (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- trained_digits:start -->\n#### VP UNet" in (tmp_path / "benchmarks.md").read_text()
