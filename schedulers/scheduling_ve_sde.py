@@ -32,6 +32,8 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
             ``sample`` or ``v_prediction``.
         timestep_type (`str`, defaults to ``"sigma"``): how continuous t is passed to the model (see
             `scoresde_diffusers.sampling.timesteps`).
+        final_step (`str`, defaults to ``"score_sde"``): a name in `FINAL_STEPS`, the rule of the last step from
+            eps to noise level 0 (``score_sde``: the predictor's noise-free step, score_sde's ``denoise=True``).
     """
 
     _compatibles = ["ScoreSdeVeScheduler"]
@@ -51,6 +53,7 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         corrector: str = "langevin",
         prediction_type: str = "score",
         timestep_type: str = "sigma",
+        final_step: str = "score_sde",
     ):
         self._init_sde_scheduler(self.sde_class(sigma_min=sigma_min, sigma_max=sigma_max))
 
