@@ -32,7 +32,8 @@ class ScoreSdeSchedulerOutput(BaseOutput):
 
     Args:
         prev_sample (`torch.Tensor`): the sample after the step, to feed to the next step. On the last predictor
-            step of the grid it is the noise-free mean (score_sde's ``denoise=True``), so it is the final sample.
+            step of the grid it is the final sample at noise level 0 by the ``final_step`` rule (by default the
+            noise-free mean, score_sde's ``denoise=True``).
         prev_sample_mean (`torch.Tensor`): the step without its noise term (score_sde's `x_mean`).
         pred_original_sample (`torch.Tensor`, *optional*): Tweedie's estimate of x_0 from the input sample,
             (x + sigma^2 s) / m, for previews and callbacks (predictor steps only).
@@ -358,7 +359,8 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
 
     The grid is score_sde's 1 = t_0 > t_1 > ... > t_{n-1} = `sampling_eps` (``linspace(1, eps, n)``, as diffusers'
     `ScoreSdeVeScheduler`); predictor step i (`step`, the ``config.predictor`` rule) moves from t_i to t_{i+1}, the
-    last one from eps to 0 without noise; `step_correct` takes a ``config.corrector`` step at the current time.
+    last one from eps to noise level 0 by the ``config.final_step`` rule (`FINAL_STEPS`; by default score_sde's
+    noise-free predictor step); `step_correct` takes a ``config.corrector`` step at the current time.
     """
 
     def _init_sde_scheduler(self, sde: SDE) -> None:
