@@ -16,8 +16,9 @@ with the scheduler's default predictor and corrector for the first N - 1 steps; 
 eps, if any, then the final step) is run from that same state once per option with the same noise, so the options
 are compared on paired samples. Scores: `family_sample_metrics` (log-density gap, spread, mode TV, badness as in
 ``mixture_family.py``), and the paired log-density difference of each option against ``score_sde`` with its
-standard error (mean over samples of log p(y_option) - log p(y_score_sde), per dimension: positive is better when
-``score_sde`` is too concentrated only if the gap moves towards 0, so the table shows the gaps themselves too).
+standard error (mean over samples of log p(y_option) - log p(y_score_sde), per dimension; the option's gap is
+``score_sde``'s gap minus it). Each option is also applied alone to the reference samples noised to eps (exact
+p_eps draws), which measures the last step's own error, paired sample by sample.
 
     python benchmarks/pc_last_step.py                    # full run, writes docs/benchmarks.md
     python benchmarks/pc_last_step.py --seed 9100 --mixtures 3 --out /tmp/b.md
