@@ -19,7 +19,7 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from scoresde_diffusers.registry import CORRECTORS, PREDICTORS, SDES, TIMESTEP_MAPS
+from scoresde_diffusers.registry import CORRECTORS, FINAL_STEPS, PREDICTORS, SDES, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, input_scale, to_score
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
@@ -32,7 +32,8 @@ class ScoreSdeSchedulerOutput(BaseOutput):
 
     Args:
         prev_sample (`torch.Tensor`): the sample after the step, to feed to the next step. On the last predictor
-            step of the grid it is the noise-free mean (score_sde's ``denoise=True``), so it is the final sample.
+            step of the grid it is the final sample at noise level 0 by the ``final_step`` rule (by default the
+            noise-free mean, score_sde's ``denoise=True``).
         prev_sample_mean (`torch.Tensor`): the step without its noise term (score_sde's `x_mean`).
         pred_original_sample (`torch.Tensor`, *optional*): Tweedie's estimate of x_0 from the input sample,
             (x + sigma^2 s) / m, for previews and callbacks (predictor steps only).
@@ -370,7 +371,8 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
 
     The grid is score_sde's 1 = t_0 > t_1 > ... > t_{n-1} = `sampling_eps` (``linspace(1, eps, n)``, as diffusers'
     `ScoreSdeVeScheduler`); predictor step i (`step`, the ``config.predictor`` rule) moves from t_i to t_{i+1}, the
-    last one from eps to 0 without noise; `step_correct` takes a ``config.corrector`` step at the current time.
+    last one from eps to noise level 0 by the ``config.final_step`` rule (`FINAL_STEPS`; by default score_sde's
+    noise-free predictor step); `step_correct` takes a ``config.corrector`` step at the current time.
     """
 
     def _init_sde_scheduler(self, sde: SDE) -> None:
@@ -381,7 +383,7 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
             raise ValueError(f"correct_steps must be a non-negative integer, got {self.config.correct_steps}.")
 
     def _registered_config_names(self):
-        return (("predictor", PREDICTORS), ("corrector", CORRECTORS)) + super()._registered_config_names()
+        return (("predictor", PREDICTORS), ("corrector", CORRECTORS), ("final_step", FINAL_STEPS)) + super()._registered_config_names()
 
     # ------------------------------------------------------------------ time
     def set_timesteps(
@@ -436,14 +438,15 @@ class ScoreSdePCSchedulerMixin(ScoreSdeSchedulerMixin):
         t, t_next = self._time_at(index, x, dtype), self._time_at(index, x, dtype, "_t_next")
         score = self.get_score(model_output.to(dtype), x, t)
         noise = self._noise(x, generator, dtype)
-        x_next, x_mean = PREDICTORS.get(self.config.predictor)(self.sde, x, t, t_next, score, noise)
+        predictor = PREDICTORS.get(self.config.predictor)
         if index == self.num_inference_steps - 1:
-            # The last step returns the noise-free sample. VE's time 0 still carries sigma(0) = sigma_min of noise
-            # (its marginal is the data smoothed by sigma_min); score_sde's last reverse-diffusion step removes that
-            # too (SMLD's chain ends at noise level 0), with the score at eps: Tweedie's step of variance sigma(0)^2.
-            # For VP and sub-VP sigma(0) = 0 and this adds nothing.
-            x_mean = x_mean + append_dims(self.sde.marginal_std(t_next) ** 2, x.ndim) * score
-            x_next = x_mean
+            # The last step goes from eps to noise level 0, by the ``config.final_step`` rule (`FINAL_STEPS`).
+            # VE's time 0 still carries sigma(0) = sigma_min of noise (its marginal is the data smoothed by
+            # sigma_min); every final step removes that too (SMLD's chain ends at noise level 0). score_sde's is the
+            # predictor's noise-free step plus sigma(0)^2 s: about Tweedie's mean.
+            x_next, x_mean = FINAL_STEPS.get(self.config.final_step)(self.sde, x, t, score, noise, predictor)
+        else:
+            x_next, x_mean = predictor(self.sde, x, t, t_next, score, noise)
         self._step_index = index + 1
         x0 = from_score(self.sde, score, x, t, "sample")
         output = (x_next.to(sample.dtype), x_mean.to(sample.dtype), x0.to(sample.dtype))

@@ -32,6 +32,8 @@ class ScoreSdePCScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin)
         corrector (`str`, defaults to ``"langevin"``): a name in `CORRECTORS`.
         prediction_type (`str`, *optional*): what the model outputs; the SDE's default.
         timestep_type (`str`, *optional*): how t is passed to the model; the SDE's default.
+        final_step (`str`, defaults to ``"score_sde"``): a name in `FINAL_STEPS`, the rule of the last step from
+            eps to noise level 0 (``score_sde``: the predictor's noise-free step, score_sde's ``denoise=True``).
     """
 
     @register_to_config
@@ -47,6 +49,7 @@ class ScoreSdePCScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin)
         corrector: str = "langevin",
         prediction_type: Optional[str] = None,
         timestep_type: Optional[str] = None,
+        final_step: str = "score_sde",
     ):
         sde_class = self._sde_class_of(sde_type)
         self._init_sde_scheduler(build_sde(sde_class, sde_config, num_train_timesteps))

@@ -36,6 +36,8 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
             pipeline's estimate of the data's mean, the centre of its ``data_range``, which the VE SDE keeps at
             t = 1 (see `prior_mean`); 0.0 is score_sde's and diffusers' prior, which configs of diffusers'
             `ScoreSdeVeScheduler` get, so that their folders sample exactly as `ScoreSdeVePipeline` does.
+        final_step (`str`, defaults to ``"score_sde"``): a name in `FINAL_STEPS`, the rule of the last step from
+            eps to noise level 0 (``score_sde``: the predictor's noise-free step, score_sde's ``denoise=True``).
     """
 
     _compatibles = ["ScoreSdeVeScheduler"]
@@ -56,6 +58,7 @@ class VESDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         prediction_type: str = "score",
         timestep_type: str = "sigma",
         prior_mean: Optional[float] = None,
+        final_step: str = "score_sde",
     ):
         self._init_sde_scheduler(self.sde_class(sigma_min=sigma_min, sigma_max=sigma_max))
 

@@ -131,6 +131,8 @@ class VPSDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         corrector (`str`, defaults to ``"none"``): a name in `CORRECTORS`.
         prediction_type (`str`, defaults to ``"epsilon"``): ``score``, ``epsilon``, ``sample`` or ``v_prediction``.
         timestep_type (`str`, defaults to ``"discrete"``): how continuous t is passed to the model.
+        final_step (`str`, defaults to ``"score_sde"``): a name in `FINAL_STEPS`, the rule of the last step from
+            eps to noise level 0 (``score_sde``: the predictor's noise-free step, score_sde's ``denoise=True``).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -150,6 +152,7 @@ class VPSDEScheduler(ScoreSdePCSchedulerMixin, SchedulerMixin, ConfigMixin):
         corrector: str = "none",
         prediction_type: str = "epsilon",
         timestep_type: str = "discrete",
+        final_step: str = "score_sde",
     ):
         self._init_sde_scheduler(self.sde_class(beta_min=beta_min, beta_max=beta_max, N=num_train_timesteps))
 

@@ -16,7 +16,7 @@ _IMPORT_STRUCTURE: Dict[str, List[str]] = {
     "registry": ["Registry"],
     "sdes": ["SDE", "SDES", "SubVPSDE", "VESDE", "VPSDE", "get_sde"],
     "sampling": [
-        "CORRECTORS", "ODE_SOLVERS", "PREDICTION_TYPES", "PREDICTORS", "SDE_SOLVERS", "TIMESTEP_MAPS", "TIME_GRIDS",
+        "CORRECTORS", "FINAL_STEPS", "ODE_SOLVERS", "PREDICTION_TYPES", "PREDICTORS", "SDE_SOLVERS", "TIMESTEP_MAPS", "TIME_GRIDS",
         "dpm_solver_multistep", "from_score", "gotta_go_fast", "requires_sde", "t_from_noise_level", "time_grid",
         "to_score",
     ],

@@ -1,4 +1,4 @@
-"""One generic registry for every pluggable kind: SDEs, predictors, correctors, timestep maps, ODE solvers.
+"""One generic registry for every pluggable kind: SDEs, predictors, correctors, final steps, timestep maps, ODE solvers.
 
 In-tree code registers with a decorator::
 
@@ -6,8 +6,8 @@ In-tree code registers with a decorator::
     def euler_maruyama(sde, x, t, t_next, score, noise): ...
 
 Third-party packages register through Python entry points, one group per kind (``scoresde_diffusers.sdes``,
-``scoresde_diffusers.predictors``, ``scoresde_diffusers.correctors``, ``scoresde_diffusers.timestep_maps``,
-``scoresde_diffusers.ode_solvers``). An entry point's name is the registered name and its value the object::
+``scoresde_diffusers.predictors``, ``scoresde_diffusers.correctors``, ``scoresde_diffusers.final_steps``,
+``scoresde_diffusers.timestep_maps``, ``scoresde_diffusers.ode_solvers``). An entry point's name is the registered name and its value the object::
 
     [project.entry-points."scoresde_diffusers.predictors"]
     my_predictor = "my_package.sampling:my_predictor"
@@ -114,5 +114,6 @@ class Registry:
 SDES = Registry("SDE", "scoresde_diffusers.sdes")
 PREDICTORS = Registry("predictor", "scoresde_diffusers.predictors")
 CORRECTORS = Registry("corrector", "scoresde_diffusers.correctors")
+FINAL_STEPS = Registry("final step", "scoresde_diffusers.final_steps")
 TIMESTEP_MAPS = Registry("timestep map", "scoresde_diffusers.timestep_maps")
 ODE_SOLVERS = Registry("ODE solver", "scoresde_diffusers.ode_solvers")

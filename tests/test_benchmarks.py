@@ -97,3 +97,18 @@ def test_trained_digits_quick(tmp_path):
     assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
     assert all(r["frechet"] >= 0 for r in rows)
     assert "<!-- trained_digits:start -->\n#### VP UNet" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_pc_last_step_quick(tmp_path):
+    module = load("pc_last_step")
+    out = tmp_path / "benchmarks.md"
+    rows, members = module.main(["--quick", "--seed", "0", "--steps", "20", "--out", str(out)])
+    assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"} and len(members) == 4
+    assert {r["option"] for r in rows} == set(module.OPTIONS) and all(r["nfe"] > 0 for r in rows)
+    # The last step alone, from exact p_eps draws, follows the closed forms' ordering on VE: Tweedie too narrow
+    # (gap < 0), no denoising too wide (gap > 0), the probability-flow step between them.
+    ve = {r["option"]: r["exact_start_gap"] for r in rows if r["member"] == "0.0"}
+    assert ve["score_sde"] < ve["probability_flow"] < ve["keep_noise"] and ve["score_sde"] < 0 < ve["keep_noise"]
+    text = out.read_text()
+    assert "<!-- pc_last_step:start -->" in text and "| ve (sigma_max = rule) | `probability_flow` | " in text
+    assert json.loads((tmp_path / "pc_last_step.json").read_text())["seed"] == 0

@@ -15,7 +15,8 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
     From x ~ N(0, `init_noise_sigma`^2 I) at t = 1, each time t_i of the scheduler's grid (1 -> `sampling_eps`)
     runs `correct_steps` corrector steps (score-based MCMC at fixed t_i: Langevin, annealed Langevin, ...) and then
     one predictor step t_i -> t_{i+1} (a reverse-SDE solver step: reverse diffusion, Euler-Maruyama, ancestral,
-    ...). The last predictor step returns its noise-free mean (score_sde's ``denoise=True``). Every update rule is
+    ...). The last predictor step goes to noise level 0 by the scheduler's ``final_step`` (by default its
+    noise-free mean, score_sde's ``denoise=True``). Every update rule is
     the scheduler's (`step_correct`, `step`): the pipeline is only the loop. The corrector-only configuration
     (``predictor="none", corrector="annealed_langevin"``) is annealed Langevin dynamics (NCSN; see
     `ScoreSdeAnnealedLangevinPipeline`), the predictor-only one (``corrector="none"``) plain reverse-SDE sampling.
