@@ -164,7 +164,7 @@ def run(pipeline_path: Path, batch: int, seed: int, quick: bool):
         seconds = time.perf_counter() - start
         rows.append({"sampler": name, "nfe": nfe, "frechet": frechet_distance(features.features(images), real_features), "seconds": seconds})
         print(f"{name:45s} NFE {nfe:5d}  Frechet {rows[-1]['frechet']:.3f}  ({seconds:.1f} s)", flush=True)
-    return rows, features.accuracy, pipe.scheduler.sde.name
+    return rows, features.accuracy, pipe.scheduler.sde_name
 
 
 def table(rows, batch: int, accuracy: float, seconds: float) -> str:

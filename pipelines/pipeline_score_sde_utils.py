@@ -39,7 +39,6 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import scoresde_diffusers.schedulers
 from scoresde_diffusers.conditioning import Conditioning
-from scoresde_diffusers.sampling.parametrization import from_score
 from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin, ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
 from scoresde_diffusers.utils import check_finite, check_num_steps, compute_dtype
 
@@ -213,10 +212,10 @@ class ScoreSdePipelineMixin:
         # A model that records the SDE it was trained under (our exact and trained models do) must be sampled under
         # that SDE: a VP model under a VE scheduler returns samples of +-hundreds, with nothing to say why.
         model_sde = getattr(getattr(self, "unet", None), "config", {}).get("sde")
-        if isinstance(model_sde, str) and model_sde != scheduler.sde.name:
+        if isinstance(model_sde, str) and model_sde != scheduler.sde_name:
             raise ValueError(
                 f"The model was trained under the {model_sde!r} SDE (its config's `sde`), but the scheduler "
-                f"{type(scheduler).__name__} samples the {scheduler.sde.name!r} SDE; use the scheduler of the "
+                f"{type(scheduler).__name__} samples the {scheduler.sde_name!r} SDE; use the scheduler of the "
                 f"{model_sde!r} SDE (VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler) or an ODE scheduler with "
                 f"sde_type={model_sde!r}."
             )
@@ -341,7 +340,7 @@ class ScoreSdePipelineMixin:
         if hooked_score:
             x = sample.to(dtype)
             score = conditioning.condition_score(scheduler.get_score(model_output.to(dtype), x, t), x, t)
-            model_output = from_score(scheduler.sde, score, x, t, scheduler.config.prediction_type).to(model_output.dtype)
+            model_output = scheduler.score_to_model_output(score, x, t).to(model_output.dtype)
         return sample, model_output
 
     def step_end_callback(self, callback_on_step_end, i: int, timestep, sample: torch.Tensor, tensor_inputs) -> torch.Tensor:

@@ -13,14 +13,19 @@ a scheduler only owns the grid and the bookkeeping.
 """
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from scoresde_diffusers.likelihood import ODELikelihood, ode_log_likelihood
 from scoresde_diffusers.registry import CORRECTORS, FINAL_STEPS, PREDICTORS, SDES, TIMESTEP_MAPS
+from scoresde_diffusers.sampling.adaptive_sde import get_sde_solver
+from scoresde_diffusers.sampling.exponential_integrators import requires_sde
+from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, ODESolution, get_ode_solver
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, input_scale, to_score
+from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
 from scoresde_diffusers.sdes import SDE
 from scoresde_diffusers.utils import append_dims, check_finite, check_num_steps, compute_dtype, describe
@@ -317,7 +322,111 @@ class ScoreSdeSchedulerMixin:
 
     def get_denoised(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m that `model_output` stands for (the x_0 prediction)."""
-        return from_score(self.sde, self.get_score(model_output, sample, t), sample, t, "sample")
+        return self.score_to_denoised(self.get_score(model_output, sample, t), sample, t)
+
+    # ------------------------------------------------------------------ the sampling maths: the pipelines' one door
+    # Pipelines reach the SDE only through these methods (never `scheduler.sde`), so the scheduler is the one place
+    # that knows which SDE, prediction type and solver conventions are in use. Each is a delegation to
+    # `scoresde_diffusers.sdes` or `scoresde_diffusers.sampling`, with the same floating-point operations.
+    @property
+    def T(self) -> float:
+        """The end time T of the forward SDE (1 for the SDEs of Song et al. 2021), where the prior p_T is."""
+        return self.sde.T
+
+    @property
+    def sde_name(self) -> str:
+        """The registered name of the scheduler's SDE (``"ve"``, ``"vp"``, ``"subvp"`` or a plugin's), to match
+        against the SDE a model was trained under."""
+        return self.sde.name
+
+    def marginal_std(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma(t), the standard deviation of the perturbation kernel p_0t(x_t | x_0) = N(m(t) x_0, sigma(t)^2 I)
+        (Song et al. 2021, eqs. 29, 33 and Appendix B)."""
+        return self.sde.marginal_std(_as_tensor(t))
+
+    def marginal_prob(self, sample: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(m(t) x_0, sigma(t)): the mean and standard deviation of the perturbation kernel p_0t(x_t | x_0 = sample)
+        (Song et al. 2021, Appendix B; score_sde's `marginal_prob`)."""
+        return self.sde.marginal_prob(sample, t)
+
+    def t_from_noise_level(self, noise_level: float) -> float:
+        """The time t at which the noise level u(t) = sigma(t) / m(t) equals `noise_level` (EDM's sigma, Karras et
+        al. 2022); 0 when `noise_level` is at most u(0). See `scoresde_diffusers.sampling.time_grids.t_from_noise_level`."""
+        return t_from_noise_level(self.sde, noise_level)
+
+    def time_grid(
+        self,
+        name: str,
+        num_steps: int,
+        t_min: float,
+        t_max: Optional[float] = None,
+        device=None,
+        dtype: torch.dtype = torch.float64,
+        **options,
+    ) -> torch.Tensor:
+        """The registered time grid `name` (a name in `TIME_GRIDS`: ``uniform`` as score_sde, ``quadratic``,
+        ``log_sigma``, ``log_snr`` as DPM-Solver, ``edm`` as Karras et al. 2022) of this scheduler's SDE:
+        ``num_steps + 1`` decreasing continuous times from `t_max` (default `T`) to `t_min`; `options` are the grid
+        function's (e.g. ``max_noise`` of ``log_snr``, ``rho`` of ``edm``). See
+        `scoresde_diffusers.sampling.time_grids.time_grid`."""
+        return time_grid(name, self.sde, num_steps, t_min=t_min, t_max=t_max, device=device, dtype=dtype, **options)
+
+    def score_to_denoised(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Tweedie's formula E[x_0 | x_t = sample] = (x + sigma(t)^2 s) / m(t) for the score `score` (Efron 2011;
+        the ``denoise`` step of Song et al. 2021, Appendix G)."""
+        return from_score(self.sde, score, sample, t, "sample")
+
+    def score_to_model_output(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model output that stands for the score `score` under ``config.prediction_type``: the inverse of
+        `get_score` (epsilon = -sigma s, x_0 = (x + sigma^2 s) / m, v, ...), e.g. to hand a conditioned score to
+        `step` (Song et al. 2021, eq. 14)."""
+        return from_score(self.sde, score, sample, t, self.config.prediction_type)
+
+    def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """dx/dt of the probability-flow ODE, f(x, t) - 1/2 g(t)^2 s (Song et al. 2021, eq. 13), for the score `score`
+        of `sample` at times `t` (B,)."""
+        return self.sde.reverse_drift(sample, t, score, probability_flow=True)
+
+    def solve_probability_flow(
+        self,
+        func: Callable,
+        sample: torch.Tensor,
+        t_grid: torch.Tensor,
+        solver: Union[str, Callable] = "dopri5",
+        rtol: float = DEFAULT_RTOL,
+        atol: float = DEFAULT_ATOL,
+        callback: Optional[Callable] = None,
+        denoiser: Optional[Callable] = None,
+        **options,
+    ) -> ODESolution:
+        """Integrate the probability-flow ODE (Song et al. 2021, eq. 13) from ``t_grid[0]`` to ``t_grid[-1]`` (either
+        direction) with `solver`, a name in `ODE_SOLVERS` or a solver function. `func` is the vector field
+        ``func(t, x)`` (`probability_flow_drift` of the model's score). A solver that steps in the SDE's own
+        coordinates (`requires_sde`: DPM-Solver++, UniPC, EDM's Heun; Lu et al. 2022, Karras et al. 2022) gets this
+        scheduler's SDE and `denoiser` ``denoiser(t, x) -> x_0``; `options` (e.g. ``denoise_to_zero``) go to the
+        solver. Returns `ODESolution` ``(y, nfe)``."""
+        function = get_ode_solver(solver) if isinstance(solver, str) else solver
+        if requires_sde(function):
+            options = {"sde": self.sde, "denoiser": denoiser, **options}
+        return function(func, sample, t_grid, rtol=rtol, atol=atol, callback=callback, **options)
+
+    def probability_flow_log_likelihood(
+        self, drift: Callable, sample: torch.Tensor, t_min: float, data_mean: float = 0.0, **options
+    ) -> ODELikelihood:
+        """log p_{t_min}(sample) by the instantaneous change of variables along the probability-flow ODE from
+        `t_min` to `T` (Song et al. 2021, eq. 39, Appendix D.2), with this scheduler's prior p_T
+        (`prior_log_prob` for data of mean `data_mean`). `drift` is ``drift(x, t)``, the probability-flow drift;
+        `options` are those of `scoresde_diffusers.likelihood.ode_log_likelihood` (divergence, solver, ...)."""
+        return ode_log_likelihood(drift, lambda z: self.prior_log_prob(z, data_mean), sample, eps=t_min, T=self.T, **options)
+
+    def solve_reverse_sde(
+        self, score_fn: Callable, sample: torch.Tensor, t_end: float, solver: Union[str, Callable] = "ggf", **options
+    ):
+        """Sample the reverse-time SDE (Song et al. 2021, eq. 6) from `sample` at `T` to `t_end` with an
+        adaptive-step solver, a name in `SDE_SOLVERS` (``"ggf"``: Jolicoeur-Martineau et al. 2021) or a solver
+        function; `score_fn` is ``score_fn(x, t)``, `options` go to the solver (rtol, atol, generator, ...)."""
+        function = get_sde_solver(solver) if isinstance(solver, str) else solver
+        return function(self.sde, score_fn, sample, t_start=self.T, t_end=t_end, **options)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Union[float, torch.Tensor, None] = None) -> torch.Tensor:
         """The model's input at `timestep` (diffusers interface): x_t as it is, except for prediction types that

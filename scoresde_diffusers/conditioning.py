@@ -102,7 +102,8 @@ class Imputation(Conditioning):
     Args:
         observation (`torch.Tensor`): y in `transform` space, the samples' shape (masked values unused).
         mask (`torch.Tensor`): 1 = generate, 0 = known, broadcastable to the samples.
-        sde (`SDE`): m(t) and sigma(t) of the forward noising, the scheduler's `sde`.
+        sde (`SDE` or `ScoreSdeSchedulerMixin`): gives m(t) and sigma(t) of the forward noising through
+            ``marginal_prob``: the pipeline's scheduler (as the inpainting pipeline passes) or an `SDE`.
         fresh_noise (`bool`, defaults to `True`): a new z at every evaluation, drawn with the loop's generator (the
             paper's method, for the reverse SDE); `False` sets z = 0, the noise-free forward path m(t) y that keeps
             the probability-flow ODE deterministic (a random but fixed z was tried and biases the mode weights; see

@@ -96,7 +96,7 @@ def impute(
         observation (`torch.Tensor`): y, the data whose known part is kept (its masked-out values are unused).
         mask (`torch.Tensor`): 1 where x is generated (diffusers' white = repaint), 0 where y is known;
             broadcastable to `sample`.
-        sde (`SDE`): gives m(t) and sigma(t) through `marginal_prob`.
+        sde (`SDE` or `ScoreSdeSchedulerMixin`): gives m(t) and sigma(t) through `marginal_prob`.
         t (`torch.Tensor`): continuous times, shape (B,).
         noise (`torch.Tensor`): z ~ N(0, I), shape of `sample`.
     """

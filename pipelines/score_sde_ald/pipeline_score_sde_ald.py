@@ -38,7 +38,7 @@ class ScoreSdeAnnealedLangevinPipeline(ScoreSdePCPipeline):
             raise ValueError(f"step_lr must be positive, got {step_lr!r}.")
         self.check_scheduler(required=ScoreSdePCSchedulerMixin)
         eps = torch.tensor(self.scheduler.config.sampling_eps, dtype=torch.float64)
-        sigma_last = float(self.scheduler.sde.marginal_std(eps))
+        sigma_last = float(self.scheduler.marginal_std(eps))
         return math.sqrt(step_lr) / (2 * sigma_last)
 
     @torch.no_grad()

@@ -99,12 +99,11 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
                 if done > progress_bar.n:
                     progress_bar.update(done - progress_bar.n)
 
-            solution = sde_solver(
-                self.scheduler.sde,
+            solution = self.scheduler.solve_reverse_sde(
                 self.model_score,
                 sample,
-                t_start=self.scheduler.sde.T,
-                t_end=float(eps),
+                float(eps),
+                solver=sde_solver,
                 rtol=rtol,
                 atol=atol,
                 denoise=denoise,

@@ -116,7 +116,7 @@ class ScoreSdeInpaintPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         step of the reverse SDE, the noise-free path m(t) y for the ODE (see the class docstring)."""
         device, dtype = self._execution_device, self.unet.dtype
         observation, mask = observation.to(device=device, dtype=dtype), mask.to(device=device, dtype=dtype)
-        return Imputation(observation, mask, self.scheduler.sde, sampler == "pc", self.transform, self.inverse_transform)
+        return Imputation(observation, mask, self.scheduler, sampler == "pc", self.transform, self.inverse_transform)
 
     def impute(self, observation: torch.Tensor, mask: torch.Tensor, num_inference_steps: Optional[int], sampler: str, **loop_kwargs):
         """Run the loop of `sampler` with the `imputation` of (`observation`, `mask`); `loop_kwargs` are the loop's

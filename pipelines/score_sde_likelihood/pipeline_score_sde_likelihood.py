@@ -17,7 +17,6 @@ from scoresde_diffusers.likelihood import (
     bits_per_dim,
     dequantize as dequantize_images,
     dequantized_log_likelihood,
-    ode_log_likelihood,
 )
 from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, is_adaptive
 from scoresde_diffusers.utils import compute_dtype, describe
@@ -268,17 +267,17 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
 
         # 3. One solve of the augmented probability-flow ODE from eps to T, with a progress bar over time.
         self.reset_nfe()
-        sde = self.scheduler.sde
+        T = self.scheduler.T
         with self.progress_bar(total=100) as progress_bar:
 
             def drift(x, t):
-                done = min(100, int(100 * (float(t[0]) - eps) / (sde.T - eps)))
+                done = min(100, int(100 * (float(t[0]) - eps) / (T - eps)))
                 if done > progress_bar.n:
                     progress_bar.update(done - progress_bar.n)
                 return self.probability_flow_drift(x, t)
 
-            result = ode_log_likelihood(
-                drift, lambda z: self.scheduler.prior_log_prob(z, self.data_center), y, eps=eps, T=sde.T, divergence=divergence, probe_type=probe_type,
+            result = self.scheduler.probability_flow_log_likelihood(
+                drift, y, eps, data_mean=self.data_center, divergence=divergence, probe_type=probe_type,
                 num_probes=num_probes, solver=name, num_steps=num_inference_steps, rtol=rtol, atol=atol,
                 generator=generator, **(solver_options or {}),
             )

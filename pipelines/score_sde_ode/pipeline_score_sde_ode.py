@@ -13,11 +13,8 @@ from scoresde_diffusers.sampling.ode_solvers import (
     check_tolerances,
     get_ode_solver,
     is_adaptive,
-    ode_time_grid,
 )
 from scoresde_diffusers.sampling.exponential_integrators import requires_sde
-from scoresde_diffusers.sampling.parametrization import from_score
-from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid as registered_time_grid
 from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler, ScoreSdeODESchedulerMixin
 from scoresde_diffusers.utils import check_num_steps, compute_dtype, describe
 
@@ -38,10 +35,10 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     and the one probability-flow sampling loop, `ode_loop`, which `ScoreSdeODEPipeline` runs as it is and the
     conditional pipelines (which build on this mixin to reach both loops, `run_sampler`) with a `Conditioning`.
 
-    The drift is ``scheduler.sde.reverse_drift(x, t, score, probability_flow=True)``, f - 1/2 g^2 s (Song et al.
-    eq. 13): the SDE owns the maths, the pipeline only calls the model for the score s. Exponential integrators
-    (solvers with ``requires_sde``, `scoresde_diffusers.sampling.exponential_integrators`) get the SDE and the
-    model's denoiser x_0(x, t) instead.
+    The drift is ``scheduler.probability_flow_drift(x, t, score)``, f - 1/2 g^2 s (Song et al. eq. 13): the
+    scheduler owns the maths (its SDE, grids and solvers), the pipeline only calls the model for the score s.
+    Exponential integrators (solvers with ``requires_sde``, `scoresde_diffusers.sampling.exponential_integrators`)
+    get the model's denoiser x_0(x, t) too; `scheduler.solve_probability_flow` hands them its SDE.
     """
 
     #: The fixed-step solver used when `num_inference_steps` and grid arguments are given and no `solver`: UniPC-3
@@ -70,7 +67,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         Like the drift, it is evaluated at the `conditioning`'s `condition_sample` of `sample` (imputation's)."""
         if conditioning is not None:
             sample = conditioning.condition_sample(sample, t)
-        return from_score(self.scheduler.sde, self.model_score(sample, t, conditioning), sample, t, "sample")
+        return self.scheduler.score_to_denoised(self.model_score(sample, t, conditioning), sample, t)
 
     def probability_flow_drift(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
         """dx/dt of the probability-flow ODE at `sample` and continuous times `t` (B,); one model evaluation.
@@ -79,7 +76,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         if conditioning is not None:
             sample = conditioning.condition_sample(sample, t)
         score = self.model_score(sample, t, conditioning)
-        return self.scheduler.sde.reverse_drift(sample, t, score, probability_flow=True)
+        return self.scheduler.probability_flow_drift(sample, t, score)
 
     def resolve_sampling_eps(self, sampling_eps: Optional[float], default: Optional[float] = None) -> float:
         """`sampling_eps`, or `default` (the scheduler's ``config.sampling_eps`` if None): the scheduler checks it
@@ -108,7 +105,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """Decreasing continuous times from T to eps: the two end points for an adaptive solver, else the grid."""
-        T = self.scheduler.sde.T
+        T = self.scheduler.T
         if timesteps is not None:
             if is_adaptive(solver):
                 raise ValueError(f"Solver {name!r} is adaptive: a custom `timesteps` grid needs euler, heun or rk4.")
@@ -126,17 +123,20 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
             # Exponential integrators: the logSNR grid with one jump from T to `default_max_noise` (their default).
             if requires_sde(solver):
                 num_inference_steps = check_num_steps(num_inference_steps)
-                return registered_time_grid("log_snr", self.scheduler.sde, num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
+                return self.scheduler.time_grid("log_snr", num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
             time_spacing = "uniform"
-        return ode_time_grid(self.scheduler.sde, num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
+        num_inference_steps = check_num_steps(num_inference_steps)
+        if not 0 < eps < T:
+            raise ValueError(f"sampling_eps must lie in (0, {T}), got {eps}.")
+        return self.scheduler.time_grid(time_spacing, int(num_inference_steps), t_min=eps, device=device, dtype=dtype)
 
     def default_exponential_eps(self, sampling_eps: Optional[float]) -> float:
         """End time of an exponential integrator's grid: `sampling_eps` if given, else the time of noise level
         `default_min_noise` (at least the scheduler's ``sampling_eps``)."""
         if sampling_eps is not None:
             return self.resolve_sampling_eps(sampling_eps)
-        eps = max(t_from_noise_level(self.scheduler.sde, self.default_min_noise), self.resolve_sampling_eps(None))
-        return self.resolve_sampling_eps(min(eps, 0.5 * self.scheduler.sde.T))
+        eps = max(self.scheduler.t_from_noise_level(self.default_min_noise), self.resolve_sampling_eps(None))
+        return self.resolve_sampling_eps(min(eps, 0.5 * self.scheduler.T))
 
     def solve_flow(
         self,
@@ -169,10 +169,12 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
                 progress_bar.update()
                 return replaced
 
-            if requires_sde(solver):
-                # Exponential integrators: the SDE and the model's x_0 prediction (one evaluation per call).
-                solver_options = {"sde": self.scheduler.sde, "denoiser": lambda t, x: self.model_denoiser(x, t.expand(batch), conditioning), **solver_options}
-            y, _ = solver(func, sample, t_grid, rtol=rtol, atol=atol, callback=None if adaptive else step_callback, **solver_options)
+            # Exponential integrators also get the model's x_0 prediction (one evaluation per call) and, from the
+            # scheduler, its SDE.
+            denoiser = (lambda t, x: self.model_denoiser(x, t.expand(batch), conditioning)) if requires_sde(solver) else None
+            y, _ = self.scheduler.solve_probability_flow(
+                func, sample, t_grid, solver, rtol=rtol, atol=atol, callback=None if adaptive else step_callback, denoiser=denoiser, **solver_options
+            )
             if adaptive:
                 progress_bar.update(100 - progress_bar.n)
         return y
@@ -251,7 +253,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         # 4. Optional denoising: Tweedie's estimate of x_0 from x_eps (score_sde's `denoise=True`).
         if denoise and not exponential:
             t_end = t_grid[-1].expand(sample.shape[0])
-            sample = from_score(self.scheduler.sde, self.model_score(sample, t_end, conditioning), sample, t_end, "sample")
+            sample = self.scheduler.score_to_denoised(self.model_score(sample, t_end, conditioning), sample, t_end)
 
         # 5. Output.
         return self.finish(sample, output_type, return_dict, conditioning)

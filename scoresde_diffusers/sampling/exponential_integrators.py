@@ -77,8 +77,9 @@ class _CountedDenoiser:
 def _check_sde(sde, name: str) -> None:
     if sde is None:
         raise ValueError(
-            f"ODE solver {name!r} is an exponential integrator and needs the SDE: pass sde=scheduler.sde "
-            f"(and preferably denoiser=...), as `ScoreSdeODEPipeline` does for solvers with `requires_sde`."
+            f"ODE solver {name!r} is an exponential integrator and needs the SDE: call it through "
+            f"`scheduler.solve_probability_flow(func, x, t, {name!r}, denoiser=...)`, which passes the scheduler's SDE to "
+            f"solvers with `requires_sde` (as `ScoreSdeODEPipeline` does), or pass sde=... yourself."
         )
 
 
