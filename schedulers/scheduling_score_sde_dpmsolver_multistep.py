@@ -25,10 +25,13 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         for t in scheduler.timesteps:
             sample = scheduler.step(unet(sample, t).sample, t, sample).prev_sample
 
-    With the defaults (order 3, corrector, logSNR grid ending at noise level 0.03, last step to zero noise) this is
-    the library's fastest sampler: on the exact mixtures of docs/benchmarks.md it reaches the sampling-noise floor in
-    15-20 model evaluations. It loads any score-SDE or DDPM config: ``from_config(VPSDEScheduler().config)``, or
-    ``DDPMPipeline``'s scheduler config, whose linear betas become the VP SDE.
+    The defaults are derived, not tuned on test data (docs/fast_sampling.md): the grid runs over the model's trained
+    noise range, from the prior at t = 1 to the model's smallest trained noise level, uniformly in log-SNR, with
+    DPM-Solver++(2M) steps and a last step to zero noise. Order 2 without the corrector is diffusers' choice too: on
+    a trained network, higher orders combine more of the network's errors (docs/benchmarks.md, "Few-step samplers on
+    a trained network"); on exact models `solver_order=3, use_corrector=True` (UniPC) is more accurate. It loads
+    any score-SDE or DDPM config: ``from_config(VPSDEScheduler().config)``, or ``DDPMPipeline``'s scheduler config,
+    whose linear betas become the VP SDE.
 
     Args:
         num_train_timesteps (`int`, defaults to 1000): N of the discrete chain (the ``discrete`` timestep map).
@@ -37,14 +40,14 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         beta_max (`float`, defaults to 20.0): beta(1) of VP and sub-VP.
         sigma_min (`float`, defaults to 0.01): sigma(0) of VE.
         sigma_max (`float`, defaults to 50.0): sigma(1) of VE, the prior's standard deviation.
-        solver_order (`int`, defaults to 3): k, the number of model outputs each step combines (1 = DDIM).
-        use_corrector (`bool`, defaults to `True`): UniC, which reuses the next model output to redo the step with
+        solver_order (`int`, defaults to 2): k, the number of model outputs each step combines (1 = DDIM).
+        use_corrector (`bool`, defaults to `False`): UniC, which reuses the next model output to redo the step with
             one order more; `False` gives plain DPM-Solver++(kM).
         time_spacing (`str`, defaults to ``"log_snr"``): the grid, a name in `TIME_GRIDS` (``log_snr``, ``edm``,
             ``uniform``, ``quadratic``, ``log_sigma``).
-        min_noise_level (`float`, defaults to 0.03): noise level u = sigma / m at the end of the grid; `None`
-            ends it at `sampling_eps` (raised to the first time the model was trained on: 1/N for ``discrete``
-            models), the model's smallest trained noise level.
+        min_noise_level (`float`, *optional*): noise level u = sigma / m at the end of the grid. By default the
+            model's smallest trained noise level: the grid ends at `sampling_eps`, raised to the first time the
+            model was trained on (1/N for ``discrete`` models): u = sigma_min for VE, about 0.01 for VP.
         max_noise_level (`float`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this noise level
             (e.g. 3 sqrt(D) for data in [-1, 1]^D, as `ScoreSdeODEPipeline`'s default solver; for images
             that is above VP's u(1) = 152, so the plain grid is the same).
@@ -75,10 +78,10 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         beta_max: float = 20.0,
         sigma_min: float = 0.01,
         sigma_max: float = 50.0,
-        solver_order: int = 3,
-        use_corrector: bool = True,
+        solver_order: int = 2,
+        use_corrector: bool = False,
         time_spacing: str = "log_snr",
-        min_noise_level: float = 0.03,
+        min_noise_level: Optional[float] = None,
         max_noise_level: Optional[float] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",

@@ -49,8 +49,8 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS_TYPES)}, got {config.final_sigmas_type!r}.")
         if config.min_noise_level is not None and not config.min_noise_level > 0:
             raise ValueError(f"min_noise_level must be positive (or None: the model's smallest trained noise level), got {config.min_noise_level!r}.")
-        if config.max_noise_level is not None and not config.max_noise_level > (config.min_noise_level or 0):
-            raise ValueError(f"max_noise_level must exceed min_noise_level ({config.min_noise_level}), got {config.max_noise_level!r}.")
+        if config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
+            raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {config.max_noise_level!r}.")
         if not config.rho > 0:
             raise ValueError(f"rho must be positive, got {config.rho!r}.")
 
@@ -79,6 +79,14 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         return drop_ddpm_schedule_keys(config, overrides)
 
     # ------------------------------------------------------------------ the grid
+    @property
+    def end_noise_level(self) -> float:
+        """The noise level u = sigma / m where the grid ends: ``min_noise_level``, or by default the model's smallest
+        trained noise level, u at `resolve_sampling_eps()` (sigma_min for VE, about 0.01 for VP)."""
+        if self.config.min_noise_level is not None:
+            return float(self.config.min_noise_level)
+        return float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(self.resolve_sampling_eps(), dtype=torch.float64))))
+
     def _ode_grid(self, num_points: int, sampling_eps: Optional[float] = None) -> torch.Tensor:
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
         ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""

@@ -130,12 +130,14 @@ def test_heun_scheduler_takes_the_steps_of_edm_heun():
 
 # ---------------------------------------------------------------------------- accuracy
 @pytest.mark.parametrize("sde_type", list(SDE_CONFIGS))
-def test_default_multistep_scheduler_samples_the_sharp_ring_in_15_evaluations(sde_type):
+def test_unipc_multistep_scheduler_samples_the_sharp_ring_in_15_evaluations(sde_type):
     # Goal of issue 7: log-density gap < 0.01 nats/dim, spread within 2%, mode TV at the noise floor, in 20 NFE
-    # (VP, sub-VP) or 35 (VE); 15 is the "aim further" budget.
+    # (VP, sub-VP) or 35 (VE); 15 is the "aim further" budget. On exact models the documented choice is UniPC
+    # (order 3 and the corrector) on the clipped grid ending at u = 0.03, as `ScoreSdeODEPipeline(solver="unipc_3m")`;
+    # the default (order 2 over the model's trained range, for trained networks) is checked in test_mixture_family.
     model_scheduler = pc_scheduler(sde_type)
     model = ring(model_scheduler)
-    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=3 * math.sqrt(2))
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=3 * math.sqrt(2), min_noise_level=0.03, solver_order=3, use_corrector=True)
     scheduler.set_timesteps(15)
     x = loop(scheduler, model, prior(8000, scheduler))
     metrics = mixture_sample_metrics(model, x, reference=model.sample_data(100_000, generator=torch.Generator().manual_seed(1)))
@@ -144,7 +146,7 @@ def test_default_multistep_scheduler_samples_the_sharp_ring_in_15_evaluations(sd
     assert metrics["mode_tv"] < 2 * metrics["mode_tv_floor"] + 0.005, metrics
 
 
-@pytest.mark.parametrize("scheduler_class, steps, expected_order", [(ScoreSdeDPMSolverMultistepScheduler, (6, 12, 24), 3.0), (ScoreSdeHeunScheduler, (6, 12, 24), 2.0)])
+@pytest.mark.parametrize("scheduler_class, steps, expected_order", [(ScoreSdeDPMSolverMultistepScheduler, (6, 12, 24), 2.0), (ScoreSdeHeunScheduler, (6, 12, 24), 2.0)])
 def test_ode_schedulers_converge_with_their_order(scheduler_class, steps, expected_order):
     # Error at the end of the grid (no step to zero noise) against a fine-grid solution of the same ODE on a
     # smooth mixture; halving the step size divides it by about 2^order.
@@ -254,7 +256,8 @@ def test_ode_pipeline_runs_the_scheduler_steps(scheduler_class):
     out = pipe(batch_size=16, num_inference_steps=10, output_type="pt", generator=torch.Generator().manual_seed(0))
     scheduler.set_timesteps(10)
     latents = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out.images, loop(scheduler, model, latents * scheduler.init_noise_sigma))
+    # The pipeline passes the model float64 timesteps, the loop the grid's float32 `timesteps`: round-off only.
+    torch.testing.assert_close(out.images, loop(scheduler, model, latents * scheduler.init_noise_sigma), rtol=1e-6, atol=1e-6)
     assert out.nfe == len(scheduler.timesteps)
 
 
