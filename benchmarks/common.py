@@ -15,7 +15,7 @@ from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-#: The fast default, as in `ScoreSdeODEPipeline`: UniPC-3 (DPM-Solver++(3M) + corrector) on the logSNR grid whose
+#: The earlier fast default, `ScoreSdeODEPipeline(solver="unipc_3m")`: UniPC-3 (DPM-Solver++(3M) + corrector) on the logSNR grid whose
 #: first step jumps to u = 3 sqrt(D) (1.5 times the largest distance between two points of [-1, 1]^D), ending at u = 0.03 and
 #: stepping to zero noise.
 MAX_NOISE_FACTOR = 3.0

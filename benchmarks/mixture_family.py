@@ -3,8 +3,9 @@
 Each run draws fresh mixtures (`scoresde_diffusers.models.mixture_family.random_mixture`, seed from the clock unless
 ``--seed``); each mixture becomes four members: VE with sigma_max by score_sde's largest-pairwise-distance rule, VE
 with 2 or 4 times that, VP and sub-VP (each with a DDPM-epsilon or continuous-score parametrisation drawn at random).
-Every member is sampled by `ScoreSdeODEPipeline`'s default (UniPC-3 on the clipped logSNR grid, its own default
-noise range) at 10, 15, 20 and 35 NFE, and by `ScoreSdePCPipeline` with the scheduler's default predictor and
+Every member is sampled by `ScoreSdeODEPipeline`'s default (`ScoreSdeDPMSolverMultistepScheduler`'s defaults:
+DPM-Solver++(2M) on the logSNR grid over the model's trained noise range, prior centred on the data range) at 10,
+15, 20 and 35 NFE, and by `ScoreSdePCPipeline` with the scheduler's default predictor and
 corrector at 1000 steps as a reference line, from the same prior draws. Samples are scored with
 `scoresde_diffusers.evaluation.mixture_sample_metrics`; the table gives, per (SDE, sampler), the worst member and
 how many members meet the target.

@@ -42,7 +42,7 @@ def samplers(sde_name, quick, ode=None, sde_nfe=None, rtols=None):
     sde_nfe = sde_nfe or ([20] if quick else [200, 1000])
     rtols = rtols or ([0.3] if quick else [0.1, 0.03])
     out = [
-        ("UniPC-3, clipped logSNR, step to 0 (ours, default)", "ode", ode, lambda m, s, z, n: common.run_exponential(m, s, z, n)),
+        ("UniPC-3, clipped logSNR, step to 0 (ours, solver=\"unipc_3m\")", "ode", ode, lambda m, s, z, n: common.run_exponential(m, s, z, n)),
         ("DPM-Solver++(3M), clipped logSNR, step to 0", "ode", ode, lambda m, s, z, n: common.run_exponential(m, s, z, n, solver="dpm_solver_3m")),
         ("DPM-Solver++(2M), logSNR, + Tweedie denoise", "ode", ode, lambda m, s, z, n: common.run_exponential(m, s, z, n, solver="dpm_solver_2m", max_noise=None, min_noise=None, final="tweedie")),
         ("EDM Heun, rho = 7", "ode", ode, lambda m, s, z, n: common.run_edm_heun(m, s, z, n)),

@@ -11,7 +11,7 @@ Every sampler starts from the same prior draws and calls the same UNet:
   and run in diffusers' own loop.
 
 Samples are scored by a Frechet distance in the 64-d hidden features of a digits classifier trained here (a small
-MLP, 97% held-out accuracy) against the 1797 real digits; "real" is the distance of a disjoint set of real digits
+MLP; its held-out accuracy is in the table) against the 1797 real digits; "real" is the distance of a disjoint set of real digits
 of the same size, the floor of this estimator at this batch size. Lower is better.
 
     python benchmarks/trained_digits.py                          # trains the UNet (~5 min on 2 cores), writes docs
