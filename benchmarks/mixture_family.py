@@ -141,8 +141,10 @@ def render(rows, members, seed, num_mixtures, quick, command, seconds, pc_steps=
         "(`scoresde_diffusers.models.mixture_family.random_mixture(torch.Generator().manual_seed(seed))`) is sampled as VE with "
         "score_sde's sigma_max (largest pairwise distance of 1000 data points), VE with 2 or 4 times it, VP and sub-VP "
         "(beta 0.1-20); sigma_min of VE is a quarter of the narrowest mode std (at most 0.01). Samplers: "
-        "`ScoreSdeODEPipeline`'s default at each NFE, and `ScoreSdePCPipeline` with the scheduler's default predictor "
-        f"and corrector at {pc_steps} steps (a smaller batch) as the reference line. A member passes when |gap| <= 0.01 + 2 "
+        "`ScoreSdeODEPipeline`'s default at each NFE"
+        + (f", and `ScoreSdePCPipeline` with the scheduler's default predictor and corrector at {pc_steps} steps (a smaller "
+           "batch) as the reference line" if pc_steps else "")
+        + ". A member passes when |gap| <= 0.01 + 2 "
         "gap floor, spread <= 0.02 + spread floor and mode TV <= 2 TV floor + 0.005 (mode TV: most-probable-component "
         "fractions of the samples against those of true samples, `family_sample_metrics`); badness is the largest "
         "metric / allowance ratio (<= 1 passes), and the worst member of each row is the one with the largest badness.",
