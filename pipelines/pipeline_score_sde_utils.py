@@ -1,7 +1,7 @@
 """What every score-SDE pipeline shares: scheduler checks, sample shapes, the model call, the data range and output.
 
-A pipeline is the loop (the scheduler is the step, the SDE the maths): it asks the scheduler for the grid and the steps and the SDE for
-nothing directly, except through the scheduler's `sde` in ODE-based pipelines. This mixin holds the pieces the
+A pipeline is the loop (the scheduler is the step, the SDE the maths): it asks the scheduler for the grid, the steps
+and every piece of SDE maths (denoiser, drift, prior, solvers), and never reaches the SDE itself. This mixin holds the pieces the
 loops have in common so that no pipeline repeats them, and the predictor-corrector loop itself (`pc_loop`), which
 `ScoreSdePCPipeline` runs as it is and the conditional pipelines run with a `Conditioning`
 (`scoresde_diffusers.conditioning`); the probability-flow loop is `ProbabilityFlowMixin.ode_loop`.
@@ -379,10 +379,15 @@ class ScoreSdePipelineMixin:
             return self.scheduler
         return type(self.scheduler).from_config(self.scheduler.config, **overrides)
 
-    def check_callback_inputs(self, callback_on_step_end_tensor_inputs: Optional[List[str]]) -> None:
+    def callback_inputs(self, callback_on_step_end, callback_on_step_end_tensor_inputs: Optional[List[str]]) -> Optional[List[str]]:
+        """The tensors handed to `callback_on_step_end`: a diffusers `PipelineCallback` names its own; checked
+        against the pipeline's ``_callback_tensor_inputs``."""
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}.")
+        return callback_on_step_end_tensor_inputs
 
     @torch.no_grad()
     def pc_loop(
@@ -407,9 +412,7 @@ class ScoreSdePipelineMixin:
         # 1. Check the arguments before any work: a bad one fails fast with a clear message.
         self.check_output_type(output_type)
         num_inference_steps = check_num_steps(num_inference_steps)
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
+        callback_on_step_end_tensor_inputs = self.callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         scheduler = self.sampling_scheduler(snr=snr, correct_steps=correct_steps, predictor=predictor, corrector=corrector)
         use_predictor = scheduler.config.predictor != "none"  # the "none" predictor takes no step: no score needed
         num_corrections = scheduler.config.correct_steps if scheduler.config.corrector != "none" else 0

@@ -23,7 +23,7 @@ from scoresde_diffusers.likelihood import ODELikelihood, ode_log_likelihood
 from scoresde_diffusers.registry import CORRECTORS, FINAL_STEPS, PREDICTORS, SDES, TIMESTEP_MAPS
 from scoresde_diffusers.sampling.adaptive_sde import get_sde_solver
 from scoresde_diffusers.sampling.exponential_integrators import requires_sde
-from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, ODESolution, get_ode_solver
+from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, ODESolution, get_ode_solver, ode_time_grid
 from scoresde_diffusers.sampling.parametrization import PREDICTION_TYPES, from_score, input_scale, to_score
 from scoresde_diffusers.sampling.time_grids import t_from_noise_level, time_grid
 from scoresde_diffusers.sampling.timesteps import model_min_time, t_to_timestep, timestep_to_t
@@ -370,6 +370,14 @@ class ScoreSdeSchedulerMixin:
         function's (e.g. ``max_noise`` of ``log_snr``, ``rho`` of ``edm``). See
         `scoresde_diffusers.sampling.time_grids.time_grid`."""
         return time_grid(name, self.sde, num_steps, t_min=t_min, t_max=t_max, device=device, dtype=dtype, **options)
+
+    def fixed_step_grid(
+        self, num_steps: int, eps: float, spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
+        """The grid of a fixed-step ODE solver: ``num_steps + 1`` decreasing times from `T` to `eps`, spaced by the
+        registered grid `spacing` (``uniform`` in t as score_sde's), with the step count and `eps` checked; see
+        `scoresde_diffusers.sampling.ode_solvers.ode_time_grid`."""
+        return ode_time_grid(self.sde, num_steps, eps, spacing, device=device, dtype=dtype)
 
     def score_to_denoised(self, score: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Tweedie's formula E[x_0 | x_t = sample] = (x + sigma(t)^2 s) / m(t) for the score `score` (Efron 2011;

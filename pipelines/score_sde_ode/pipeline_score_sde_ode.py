@@ -3,7 +3,6 @@
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from scoresde_diffusers.conditioning import Conditioning
@@ -125,10 +124,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
                 num_inference_steps = check_num_steps(num_inference_steps)
                 return self.scheduler.time_grid("log_snr", num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
             time_spacing = "uniform"
-        num_inference_steps = check_num_steps(num_inference_steps)
-        if not 0 < eps < T:
-            raise ValueError(f"sampling_eps must lie in (0, {T}), got {eps}.")
-        return self.scheduler.time_grid(time_spacing, int(num_inference_steps), t_min=eps, device=device, dtype=dtype)
+        return self.scheduler.fixed_step_grid(num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
 
     def default_exponential_eps(self, sampling_eps: Optional[float]) -> float:
         """End time of an exponential integrator's grid: `sampling_eps` if given, else the time of noise level
@@ -215,9 +211,7 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         self.check_output_type(output_type)
         self.check_scheduler()
         name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol, has_grid=timesteps is not None)
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
+        callback_on_step_end_tensor_inputs = self.callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         if callback_on_step_end is not None and is_adaptive(ode_solver):
             raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
         scheduler_steps = self.uses_scheduler_steps(solver, num_inference_steps, timesteps, sampling_eps=sampling_eps, time_spacing=time_spacing, denoise=denoise)

@@ -160,15 +160,14 @@ class SDE(abc.ABC):
         generator: Optional[torch.Generator] = None,
         device: Optional[torch.device] = None,
         dtype: torch.dtype = torch.float32,
-        data_mean: float = 0.0,
     ) -> torch.Tensor:
-        """A sample of the prior p_T = N(`prior_mean`(data_mean), prior_std^2 I)."""
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_std + self.prior_mean(data_mean)
+        """A sample of the centred prior N(0, prior_std^2 I); add `prior_mean` for data of non-zero mean."""
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_std
 
-    def prior_logp(self, z: torch.Tensor, data_mean: float = 0.0) -> torch.Tensor:
-        """log N(z; `prior_mean`(data_mean), prior_std^2 I) per sample, summed over all non-batch dimensions."""
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, prior_std^2 I) per sample, summed over all non-batch dimensions (of z - `prior_mean` for data
+        of non-zero mean)."""
         dim = z[0].numel()
-        z = z - self.prior_mean(data_mean)
         return -0.5 * dim * math.log(2 * math.pi * self.prior_std**2) - batch_sum(z**2) / (2 * self.prior_std**2)
 
     # ------------------------------------------------------------------ helpers
