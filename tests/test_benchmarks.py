@@ -112,3 +112,13 @@ def test_pc_last_step_quick(tmp_path):
     text = out.read_text()
     assert "<!-- pc_last_step:start -->" in text and "| ve (sigma_max = rule) | `probability_flow` | " in text
     assert json.loads((tmp_path / "pc_last_step.json").read_text())["seed"] == 0
+
+
+def test_trained_digits_frechet_distance_matches_the_gaussian_closed_form():
+    # Two Gaussians N(0, I) and N(m, diag(4)) in 3-D: ||m||^2 + tr(I + 4I - 2 * 2I) = ||m||^2 + 3.
+    module = load("trained_digits")
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 3, generator=generator, dtype=torch.float64)
+    b = 2 * torch.randn(200_000, 3, generator=generator, dtype=torch.float64) + torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    assert module.frechet_distance(a, b) == pytest.approx(2.0 + 3.0, abs=0.05)
+    assert module.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)

@@ -315,3 +315,43 @@ def test_ode_pipeline_calls_the_step_end_callback_at_every_scheduler_step():
     out = pipe(batch_size=4, num_inference_steps=5, output_type="pt", callback_on_step_end=callback)
     assert seen == [(i, float(t)) for i, t in enumerate(scheduler.timesteps)]
     assert torch.equal(out.images, torch.zeros(4, 2, dtype=torch.float64))  # the last callback's replacement is the output
+
+
+# ---------------------------------------------------------------------------- the derived end of the grid
+def test_grid_ends_at_the_model_smallest_trained_noise_level():
+    # VE: u = sigma(eps) = sigma_min (sigma_max / sigma_min)^eps; a DDPM-discrete VP model: t = 1/N (timestep 0), where
+    # u^2 = exp(beta_min t + (beta_max - beta_min) t^2 / 2) - 1 (Song et al. 2021, eq. 33).
+    ve = ScoreSdeDPMSolverMultistepScheduler(sde_type="ve", sigma_min=0.01, sigma_max=50.0)
+    assert ve.end_noise_level == pytest.approx(0.01 * 5000.0**1e-5, rel=1e-9)
+    vp = ScoreSdeDPMSolverMultistepScheduler(sde_type="vp", num_train_timesteps=1000, sampling_eps=1e-4)
+    t = 1e-3
+    assert vp.end_noise_level == pytest.approx(math.sqrt(math.expm1(0.1 * t + 19.9 * t**2 / 2)), rel=1e-9)
+    vp.set_timesteps(10)
+    assert float(vp.t_grid[-1]) == pytest.approx(t, rel=1e-12)
+    assert float(ScoreSdeDPMSolverMultistepScheduler(min_noise_level=0.05).end_noise_level) == 0.05
+
+
+def test_lower_order_final_ends_on_the_model_x0_prediction():
+    # The last step to zero noise of lower_order_final is Tweedie's mean at the end of the grid: for an exact
+    # Gaussian N(mu, s^2) that is mu + s^2 / (s^2 + u^2) (y - mu) in y = x / m.
+    scheduler = ScoreSdeDPMSolverMultistepScheduler(lower_order_final=True, prediction_type="score", timestep_type="continuous")
+    mean, std = torch.tensor([[0.3, -0.2]], dtype=torch.float64), 0.2
+    model = GaussianMixtureScoreModel.from_mixture(torch.ones(1), mean, torch.full((1,), std), scheduler=scheduler).double()
+    scheduler.set_timesteps(8)
+    x = prior(16, scheduler)
+    for i, t in enumerate(scheduler.timesteps):
+        if i == len(scheduler.timesteps) - 1:
+            last_x, t_last = x, scheduler.t_grid[i]
+        x = scheduler.step(model(x, t).sample, t, x).prev_sample
+    m = math.exp(float(scheduler.sde.log_mean_coeff(t_last)))
+    u = float(scheduler.sde.marginal_std(t_last)) / m
+    y = last_x / m
+    torch.testing.assert_close(x, mean + std**2 / (std**2 + u**2) * (y - mean), rtol=1e-9, atol=1e-9)
+
+
+def test_fixed_step_grid_is_the_registered_grid_from_T_to_eps():
+    scheduler = VPSDEScheduler()
+    grid = scheduler.fixed_step_grid(4, 1e-3, "uniform")
+    torch.testing.assert_close(grid, torch.linspace(1.0, 1e-3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"sampling_eps must lie in \(0, 1"):
+        scheduler.fixed_step_grid(4, 1.5)
