@@ -14,7 +14,8 @@ The yardstick. The 1797 real digits are split once (seeded permutation, ``--seed
 ``--batch``) and a held-out set of ``--batch`` real digits. Every sampler's ``--batch`` samples, and the held-out real
 digits, are compared with the same reference set in the 128-d last hidden layer of a small digits CNN trained here
 (seeded, a few seconds; trained on the even-indexed digits with light noise, its accuracy on the odd-indexed ones is
-in the table; ``--features mlp`` gives the earlier, weaker MLP):
+in the table; ``--features mlp`` gives the earlier, weaker MLP), scaled by one constant so that the training digits'
+mean ||f||^2 / d is 1:
 
 * KID x 1000, the primary score: the unbiased estimator of MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3
   (Binkowski et al. 2018, "Demystifying MMD GANs", sec. 3), computed exactly on the full sets. Unlike the Frechet
@@ -99,6 +100,7 @@ class DigitFeatures(torch.nn.Module):
         else:
             raise ValueError(f"unknown feature network {kind!r} (cnn, mlp)")
         self.kind = kind
+        self.scale = 1.0  # of the features; set by `trained`
 
     @classmethod
     def trained(cls, kind: str = "cnn", seed: int = 0, steps: int = None):
@@ -127,12 +129,16 @@ class DigitFeatures(torch.nn.Module):
         net.eval()
         with torch.no_grad():
             net.accuracy = float((net.head(net.body(x_held)).argmax(1) == y_held).float().mean())
+            # The ReLU features' overall scale is arbitrary and KID's kernel is not scale-free: fix it so that the
+            # training digits' mean ||f||^2 / d is 1 (x.y / d of order 1, as for Inception features in KID).
+            hidden = net.body(x_train).double()
+            net.scale = float(hidden.square().sum(1).mean() / hidden.shape[1]) ** -0.5
         return net
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features (float64 rows) of images of any shape (N, ...) with 64 pixels, clamped to [-1, 1] first."""
-        return self.body(images.reshape(images.shape[0], -1).float().clamp(-1, 1)).double()
+        return self.scale * self.body(images.reshape(images.shape[0], -1).float().clamp(-1, 1)).double()
 
 
 def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
