@@ -95,7 +95,7 @@ def test_trained_digits_quick(tmp_path):
     rows = json.loads((tmp_path / "trained_digits.json").read_text())
     names = {r["sampler"] for r in rows}
     assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
-    assert all(r["frechet"] >= 0 and r["kid_se"] > 0 and set(r) >= {"kid", "kid_se", "frechet"} for r in rows)
+    assert all(r["frechet"] >= 0 and r["kid_se"] > 0 and set(r) >= {"kid", "kid_se", "kid_se_samples", "frechet"} for r in rows)
     assert rows[0]["sampler"] == module.REAL and rows[0]["nfe"] == 0
     text = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- trained_digits:start -->\n#### VP UNet" in text and "KID x 1000" in text and "reference set of 1765 real digits" in text
@@ -159,6 +159,7 @@ def test_trained_digits_kid_matches_a_double_loop_on_a_hand_example():
     drop_y = torch.tensor([mmd2(x, torch.cat([y[:j], y[j + 1 :]])) for j in range(4)], dtype=torch.float64)
     variance = 4 / 5 * (drop_x - drop_x.mean()).square().sum() + 3 / 4 * (drop_y - drop_y.mean()).square().sum()
     assert se == pytest.approx(float(variance.sqrt()), rel=1e-10)
+    assert module.kid(x, y, given_y=True)[2] == pytest.approx(float((4 / 5 * (drop_x - drop_x.mean()).square().sum()).sqrt()), rel=1e-10)
 
 
 def test_trained_digits_kid_is_unbiased_with_an_honest_standard_error():
