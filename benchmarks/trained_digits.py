@@ -291,7 +291,7 @@ def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int
         lines += [
             "",
             f"The +- includes the reference set's share of the error, common to every line; given the reference, the samples' own "
-            f"standard error is {min(given):.2f}-{max(given):.2f} (``kid_se_samples`` in the JSON).",
+            f"standard error is {min(given):.2f}-{max(given):.2f} (`kid_se_samples` in the JSON).",
         ]
     lines += ["", "Frechet distance in the same features against the same reference set (biased at this sample size; lower is better):", ""]
     lines += grid(lambda r: f"{r['frechet']:.3f}")
