@@ -28,6 +28,10 @@ mean ||f||^2 / d is 1:
   The jackknife is conservative (on real digits, 40 random splits gave KIDs of mean 0.3 and spread 7.7 against a
   mean se of 9.9). The reference set is shared by all lines, so differences between them are known better than the
   +- says: the JSON's ``kid_se_samples`` is the samples' part of the se alone (the error given the reference set).
+* Paired differences: every sampler starts from the same prior draws and is compared with the same reference, so
+  KID(sampler) - KID(default) at the same NFE has a much smaller error than either KID: its jackknife leaves prior
+  draw i out of both sample sets at once (and each reference digit out of both), a third table and the JSON's
+  ``kid_vs_default`` / ``kid_vs_default_se`` (the PC lines against the default at its largest NFE).
 * The Frechet distance (FID's formula) in the same features against the same reference set, a second table. It
   is biased upwards by an amount that grows with the samples' diversity, so it can rank blurry few-step samples
   above better ones; compare it only with the real-digits line's value, not with zero.
@@ -51,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 REAL = "real digits (held-out set)"
+DEFAULT = "ours: ScoreSdeODEPipeline default"
 SECTION = "trained_digits"  # + "_ve" for a VE UNet
 NFES = (10, 20, 35)
 PC_STEPS = (200, 1000)
@@ -148,15 +153,8 @@ def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T / a.shape[1] + 1) ** 3
 
 
-def kid(x: torch.Tensor, y: torch.Tensor, given_y: bool = False):
-    """Unbiased MMD^2 of feature sets `x` (m rows) and `y` (n rows) with the polynomial kernel, and its standard error.
-
-    MMD_u^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1)) - 2 sum_{i, j} k(x_i, y_j) / (m n)
-    (Binkowski et al. 2018, eq. 3 with sec. 3's kernel), exact on the full sets. The standard error is the two-sample
-    delete-one jackknife (Arvesen 1969): every leave-one-out estimate, dropping one x_i or one y_j, comes in closed form
-    from the kernel matrices' row sums, and se^2 = (m - 1)/m sum_i (theta_(-i) - mean)^2 + the same over the y_j.
-    With ``given_y`` it returns (value, se, se given y): the x part alone, the error of comparing several x sets with
-    one shared y."""
+def kid_jackknife(x: torch.Tensor, y: torch.Tensor):
+    """(MMD_u^2, its leave-one-x_i-out values (m), its leave-one-y_j-out values (n)), in closed form (see `kid`)."""
     x, y = x.double(), y.double()
     m, n = x.shape[0], y.shape[0]
     if m < 3 or n < 3:
@@ -168,10 +166,38 @@ def kid(x: torch.Tensor, y: torch.Tensor, given_y: bool = False):
     # Leave one x_i out: its row and column leave sum_xx, its row leaves sum_xy; likewise for y_j.
     drop_x = (sxx - 2 * rxx) / ((m - 1) * (m - 2)) + syy / (n * (n - 1)) - 2 * (sxy - kxy.sum(1)) / ((m - 1) * n)
     drop_y = sxx / (m * (m - 1)) + (syy - 2 * ryy) / ((n - 1) * (n - 2)) - 2 * (sxy - kxy.sum(0)) / (m * (n - 1))
-    variance_x = (m - 1) / m * (drop_x - drop_x.mean()).square().sum()
-    variance_y = (n - 1) / n * (drop_y - drop_y.mean()).square().sum()
+    return value, drop_x, drop_y
+
+
+def _jackknife_variance(drop: torch.Tensor) -> torch.Tensor:
+    return (drop.shape[0] - 1) / drop.shape[0] * (drop - drop.mean()).square().sum()
+
+
+def kid(x: torch.Tensor, y: torch.Tensor, given_y: bool = False):
+    """Unbiased MMD^2 of feature sets `x` (m rows) and `y` (n rows) with the polynomial kernel, and its standard error.
+
+    MMD_u^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1)) - 2 sum_{i, j} k(x_i, y_j) / (m n)
+    (Binkowski et al. 2018, eq. 3 with sec. 3's kernel), exact on the full sets. The standard error is the two-sample
+    delete-one jackknife (Arvesen 1969): every leave-one-out estimate, dropping one x_i or one y_j, comes in closed form
+    from the kernel matrices' row sums, and se^2 = (m - 1)/m sum_i (theta_(-i) - mean)^2 + the same over the y_j.
+    With ``given_y`` it returns (value, se, se given y): the x part alone, the error of comparing several x sets with
+    one shared y."""
+    value, drop_x, drop_y = kid_jackknife(x, y)
+    variance_x, variance_y = _jackknife_variance(drop_x), _jackknife_variance(drop_y)
     se = float((variance_x + variance_y).sqrt())
     return (float(value), se, float(variance_x.sqrt())) if given_y else (float(value), se)
+
+
+def kid_difference(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor):
+    """KID(x1, y) - KID(x2, y) and its paired jackknife standard error, for sample sets whose rows are paired (the same
+    prior draw for row i of both) against one reference `y`: row i is left out of both at once, and each y_j of both,
+    so the errors the two estimates share (the draws', the reference's) cancel."""
+    if x1.shape[0] != x2.shape[0]:
+        raise ValueError("paired sample sets need the same number of rows")
+    value1, drop_x1, drop_y1 = kid_jackknife(x1, y)
+    value2, drop_x2, drop_y2 = kid_jackknife(x2, y)
+    variance = _jackknife_variance(drop_x1 - drop_x2) + _jackknife_variance(drop_y1 - drop_y2)
+    return float(value1 - value2), float(variance.sqrt())
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -220,7 +246,7 @@ def samplers(pipe, quick: bool):
     # diffusers' DDPM-family schedulers sample VP models only (their betas are our VP SDE's).
     others = DIFFUSERS_SCHEDULERS if pipe.scheduler.config.get("beta_start") is not None else {}
     for nfe in nfes:
-        yield "ours: ScoreSdeODEPipeline default", nfe, lambda z, n=nfe: ode(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
+        yield DEFAULT, nfe, lambda z, n=nfe: ode(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
         for name, (class_name, options) in others.items():
             scheduler_class = getattr(diffusers, class_name)
 
@@ -250,14 +276,23 @@ def run(pipeline_path: Path, batch: int, seed: int, quick: bool, feature_net: st
     rows = [{"sampler": REAL, "nfe": 0, **score(features.features(held_out), reference_features), "seconds": 0.0}]
     config = pipe.unet.config
     latents = torch.randn(batch, config.in_channels, config.sample_size, config.sample_size, generator=torch.Generator().manual_seed(seed))
+    sample_features = {}
     for name, nfe, function in samplers(pipe, quick):
         start = time.perf_counter()
         with torch.no_grad():
             images = function(latents.clone())
         seconds = time.perf_counter() - start
-        rows.append({"sampler": name, "nfe": nfe, **score(features.features(images), reference_features), "seconds": seconds})
+        sample_features[name, nfe] = features.features(images)
+        rows.append({"sampler": name, "nfe": nfe, **score(sample_features[name, nfe], reference_features), "seconds": seconds})
         r = rows[-1]
         print(f"{name:45s} NFE {nfe:5d}  KID {r['kid']:7.3f} +- {r['kid_se']:.3f}  Frechet {r['frechet']:.3f}  ({seconds:.1f} s)", flush=True)
+    # Paired comparisons with our default at the same NFE (its largest for the PC lines): same draws, same reference.
+    ours = {nfe: f for (name, nfe), f in sample_features.items() if name == DEFAULT}
+    for r in rows[1:]:
+        if r["sampler"] != DEFAULT and ours:
+            nfe = r["nfe"] if r["nfe"] in ours else max(ours)
+            value, se = kid_difference(sample_features[r["sampler"], r["nfe"]], ours[nfe], reference_features)
+            r.update({"kid_vs_default": 1000 * value, "kid_vs_default_se": 1000 * se, "kid_vs_default_nfe": nfe})
     return rows, features.accuracy, pipe.scheduler.sde_name, reference.shape[0]
 
 
@@ -274,7 +309,7 @@ def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int
         "",
     ]
 
-    def grid(fmt):
+    def grid(fmt, names=names):
         out = ["| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
         for name in names:
             values = {r["nfe"]: r for r in rows if r["sampler"] == name}
@@ -285,7 +320,8 @@ def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int
     lines.append("")
     for r in rows:
         if r["sampler"].startswith(("ours: pred", "real")):
-            lines.append(f"- {r['sampler']}" + (f", {r['nfe']} steps" if r["nfe"] else "") + f": KID {r['kid']:.2f} +- {r['kid_se']:.2f}, Frechet {r['frechet']:.3f}")
+            versus = f"; minus the default's at {r['kid_vs_default_nfe']} NFE: {r['kid_vs_default']:+.2f} +- {r['kid_vs_default_se']:.2f}" if "kid_vs_default" in r else ""
+            lines.append(f"- {r['sampler']}" + (f", {r['nfe']} steps" if r["nfe"] else "") + f": KID {r['kid']:.2f} +- {r['kid_se']:.2f}{versus}, Frechet {r['frechet']:.3f}")
     given = [r["kid_se_samples"] for r in rows if "kid_se_samples" in r]
     if given:
         lines += [
@@ -293,6 +329,15 @@ def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int
             f"The +- includes the reference set's share of the error, common to every line; given the reference, the samples' own "
             f"standard error is {min(given):.2f}-{max(given):.2f} (`kid_se_samples` in the JSON).",
         ]
+    others = [name for name in names if name != DEFAULT]
+    if any("kid_vs_default" in r for r in rows) and others:
+        lines += [
+            "",
+            f"KID x 1000 minus the default's ({DEFAULT}) at the same NFE, +- the paired jackknife standard error (the same prior "
+            "draws and reference set, so the errors the two share cancel); > 0: behind the default:",
+            "",
+        ]
+        lines += grid(lambda r: f"{r['kid_vs_default']:+.2f} +- {r['kid_vs_default_se']:.2f}", others)
     lines += ["", "Frechet distance in the same features against the same reference set (biased at this sample size; lower is better):", ""]
     lines += grid(lambda r: f"{r['frechet']:.3f}")
     return "\n".join(lines)

@@ -96,9 +96,10 @@ def test_trained_digits_quick(tmp_path):
     names = {r["sampler"] for r in rows}
     assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
     assert all(r["frechet"] >= 0 and r["kid_se"] > 0 and set(r) >= {"kid", "kid_se", "kid_se_samples", "frechet"} for r in rows)
-    assert rows[0]["sampler"] == module.REAL and rows[0]["nfe"] == 0
+    assert rows[0]["sampler"] == module.REAL and rows[0]["nfe"] == 0 and "kid_vs_default" not in rows[0]
+    assert all(r["kid_vs_default_se"] > 0 for r in rows[1:] if r["sampler"] != module.DEFAULT)
     text = (tmp_path / "benchmarks.md").read_text()
-    assert "<!-- trained_digits:start -->\n#### VP UNet" in text and "KID x 1000" in text and "reference set of 1765 real digits" in text
+    assert "<!-- trained_digits:start -->\n#### VP UNet" in text and "KID x 1000" in text and "reference set of 1765 real digits" in text and "paired jackknife" in text
 
 
 def test_trained_digits_split_is_seeded_and_disjoint():
@@ -187,3 +188,22 @@ def test_trained_digits_kid_is_positive_for_a_mean_shift():
     shift = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     value, se = module.kid(torch.randn(500, 4, generator=generator, dtype=torch.float64), torch.randn(800, 4, generator=generator, dtype=torch.float64) + shift)
     assert value > 5 * se > 0
+
+
+def test_trained_digits_kid_difference_is_the_paired_jackknife():
+    module = load("trained_digits")
+    generator = torch.Generator().manual_seed(2)
+    x1, y = torch.randn(6, 3, generator=generator, dtype=torch.float64), torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    x2 = x1 + 0.3 * torch.randn(6, 3, generator=generator, dtype=torch.float64)  # paired with x1, row by row
+    value, se = module.kid_difference(x1, x2, y)
+    assert value == pytest.approx(module.kid(x1, y)[0] - module.kid(x2, y)[0], rel=1e-12)
+
+    def without(a, i):
+        return torch.cat([a[:i], a[i + 1 :]])
+
+    drop_x = torch.tensor([module.kid(without(x1, i), y)[0] - module.kid(without(x2, i), y)[0] for i in range(6)], dtype=torch.float64)
+    drop_y = torch.tensor([module.kid(x1, without(y, j))[0] - module.kid(x2, without(y, j))[0] for j in range(5)], dtype=torch.float64)
+    variance = 5 / 6 * (drop_x - drop_x.mean()).square().sum() + 4 / 5 * (drop_y - drop_y.mean()).square().sum()
+    assert se == pytest.approx(float(variance.sqrt()), rel=1e-9)
+    # Paired sets that differ little: the difference is known far better than either KID.
+    assert se < 0.5 * min(module.kid(x1, y)[1], module.kid(x2, y)[1])
