@@ -44,6 +44,8 @@ from scoresde_diffusers.utils import check_finite, check_num_steps, compute_dtyp
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
+#: Levels of one data entry when a pipeline registers none: 8-bit images.
+DEFAULT_NUM_LEVELS = 256
 
 #: diffusers pipelines whose folders load into ours with no swap, and the data range each samples in. The model is
 #: called as there with the converted scheduler's defaults: `ScoreSdeVePipeline` calls ``unet(x, sigma_t)`` and
@@ -110,6 +112,13 @@ def check_data_range(data_range: Sequence[float]) -> List[float]:
     return [low, high]
 
 
+def check_num_levels(num_levels) -> int:
+    """`num_levels` as an int >= 2; a ValueError naming what is allowed otherwise."""
+    if isinstance(num_levels, bool) or not isinstance(num_levels, (int, np.integer)) or num_levels < 2:
+        raise ValueError(f"num_levels must be an integer >= 2, the number of values one data entry takes (256 for 8-bit images), got {num_levels!r}.")
+    return int(num_levels)
+
+
 class ScoreSdePipelineMixin:
     """Shared helpers of the score-SDE pipelines; `self.unet` is the score model and `self.scheduler` a
     `ScoreSdeSchedulerMixin` scheduler.
@@ -121,10 +130,10 @@ class ScoreSdePipelineMixin:
     `model_score`, `conditioned_model_output`), never a method a pipeline overrides or state kept on the pipeline.
     """
 
-    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
+    def __init__(self, unet, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE, num_levels: int = DEFAULT_NUM_LEVELS):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_data_range(data_range)
+        self.register_data_range(data_range, num_levels)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -182,9 +191,9 @@ class ScoreSdePipelineMixin:
         return extra
 
     # ------------------------------------------------------------------ configuration
-    def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE) -> None:
-        """Validate `data_range` and store it in the pipeline config (saved in model_index.json)."""
-        self.register_to_config(data_range=check_data_range(data_range))
+    def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE, num_levels: int = DEFAULT_NUM_LEVELS) -> None:
+        """Validate `data_range` and `num_levels` and store them in the pipeline config (saved in model_index.json)."""
+        self.register_to_config(data_range=check_data_range(data_range), num_levels=check_num_levels(num_levels))
 
     @property
     def data_center(self) -> float:
@@ -192,6 +201,13 @@ class ScoreSdePipelineMixin:
         (a VE SDE keeps the data's mean: p_1 has mean E[x_0], see `SDE.prior_mean`)."""
         low, high = self.data_range
         return 0.5 * (low + high)
+
+    @property
+    def num_levels(self) -> int:
+        """The number of values one entry of the data takes, evenly spaced over `data_range`: 256 for 8-bit images
+        (also when the pipeline registered none), 17 for scikit-learn's 8x8 digits."""
+        value = self.config.get("num_levels", None)
+        return int(value) if value is not None else DEFAULT_NUM_LEVELS
 
     @property
     def data_range(self) -> Tuple[float, float]:

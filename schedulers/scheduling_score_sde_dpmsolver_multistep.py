@@ -25,11 +25,12 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         for t in scheduler.timesteps:
             sample = scheduler.step(unet(sample, t).sample, t, sample).prev_sample
 
-    The defaults are derived, not tuned on test data (docs/fast_sampling.md): the grid runs over the model's trained
-    noise range, from the prior at t = 1 to the model's smallest trained noise level, uniformly in log-SNR, with
-    DPM-Solver++(2M) steps and a last step to zero noise. Order 2 without the corrector is diffusers' choice too: on
-    a trained network, higher orders combine more of the network's errors (docs/benchmarks.md, "Few-step samplers on
-    a trained network"); on exact models `solver_order=3, use_corrector=True` (UniPC) is more accurate. It loads
+    The defaults are derived, not tuned on test data (docs/fast_sampling.md): the grid runs from the prior at t = 1
+    to the larger of the model's smallest trained noise level and the spacing of the data's levels (``data_range``,
+    ``num_levels``), on Karras et al.'s (2022) rho = 7 schedule, with DPM-Solver++(2M) steps and a last step to zero
+    noise. Order 2 without the corrector is diffusers' choice too. Where the trained digits UNet and exact mixtures
+    disagree the trained network decided (docs/benchmarks.md, "Few-step samplers on a trained network"); on exact
+    models ``time_spacing="log_snr"`` and `solver_order=3, use_corrector=True` (UniPC) are more accurate. It loads
     any score-SDE or DDPM config: ``from_config(VPSDEScheduler().config)``, or ``DDPMPipeline``'s scheduler config,
     whose linear betas become the VP SDE.
 
@@ -43,14 +44,22 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         solver_order (`int`, defaults to 2): k, the number of model outputs each step combines (1 = DDIM).
         use_corrector (`bool`, defaults to `False`): UniC, which reuses the next model output to redo the step with
             one order more; `False` gives plain DPM-Solver++(kM).
-        time_spacing (`str`, defaults to ``"log_snr"``): the grid, a name in `TIME_GRIDS` (``log_snr``, ``edm``,
-            ``uniform``, ``quadratic``, ``log_sigma``).
+        time_spacing (`str`, defaults to ``"edm"``): the grid, a name in `TIME_GRIDS`: ``edm`` (Karras et al. 2022,
+            eq. 5, rho = 7: more steps at high noise, where a trained network's x_0 prediction is least accurate),
+            ``log_snr`` (uniform in log-SNR, Lu et al. 2022: better on exact models), ``uniform``, ``quadratic``,
+            ``log_sigma``.
         min_noise_level (`float`, *optional*): noise level u = sigma / m at the end of the grid. By default the
-            model's smallest trained noise level: the grid ends at `sampling_eps`, raised to the first time the
-            model was trained on (1/N for ``discrete`` models): u = sigma_min for VE, about 0.01 for VP.
+            larger of the model's smallest trained noise level (u at `sampling_eps`, raised to the first time the
+            model was trained on, 1/N for ``discrete`` models: sigma_min for VE, about 0.01 for VP, 1e-4 for
+            sub-VP) and the spacing of the data's levels (2 / 255 for 8-bit images in [-1, 1]).
         max_noise_level (`float`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this noise level
-            (e.g. 3 sqrt(D) for data in [-1, 1]^D, as `ScoreSdeODEPipeline`'s default solver; for images
-            that is above VP's u(1) = 152, so the plain grid is the same).
+            (no jump by default: on a trained network one step over a wide noise range carries the network's
+            high-noise error into the sample, docs/fast_sampling.md).
+        data_range (`(float, float)`, *optional*): the range of the data, (low, high); None means [-1, 1],
+            diffusers' images.
+        num_levels (`int`, *optional*): the number of values one data entry takes, evenly spaced over
+            ``data_range``; None means 256 (8-bit images). Their spacing is the lowest default end of the grid.
+            `ScoreSdeODEPipeline` fills both from its own ``data_range`` and ``num_levels`` when they are None.
         rho (`float`, defaults to 7.0): exponent of the ``edm`` grid.
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: the last step goes from the end of the grid
             to zero noise, extrapolating the model's x_0 predictions (the final sample is noise-free);
@@ -80,9 +89,11 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         sigma_max: float = 50.0,
         solver_order: int = 2,
         use_corrector: bool = False,
-        time_spacing: str = "log_snr",
+        time_spacing: str = "edm",
         min_noise_level: Optional[float] = None,
         max_noise_level: Optional[float] = None,
+        data_range: Optional[Tuple[float, float]] = None,
+        num_levels: Optional[int] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",
         lower_order_final: bool = False,

@@ -37,6 +37,11 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
             sigma_min), reached where `sampling_eps` allows.
         max_noise_level (`float`, *optional*): the first jump of the ``log_snr`` grid (see
             `ScoreSdeDPMSolverMultistepScheduler`).
+        data_range (`(float, float)`, *optional*): the range of the data, (low, high); None means [-1, 1],
+            diffusers' images.
+        num_levels (`int`, *optional*): the number of values one data entry takes, evenly spaced over
+            ``data_range``; None means 256 (8-bit images). Their spacing is the lowest default end of the grid.
+            `ScoreSdeODEPipeline` fills both from its own ``data_range`` and ``num_levels`` when they are None.
         rho (`float`, defaults to 7.0): exponent of the ``edm`` grid.
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: after the grid an Euler step to zero noise,
             which is the model's x_0 prediction; ``"sigma_min"``: stop at the end of the grid.
@@ -60,6 +65,8 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
         time_spacing: str = "edm",
         min_noise_level: float = 0.002,
         max_noise_level: Optional[float] = None,
+        data_range: Optional[Tuple[float, float]] = None,
+        num_levels: Optional[int] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",
         sampling_eps: Optional[float] = None,

@@ -20,7 +20,11 @@ from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeScheduler
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
 
 #: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
-PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector")
+PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step")
+
+#: What a config that gives no ``data_range`` / ``num_levels`` assumes: diffusers' 8-bit images in [-1, 1].
+DEFAULT_DATA_RANGE = (-1.0, 1.0)
+DEFAULT_NUM_LEVELS = 256
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
@@ -49,6 +53,10 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS_TYPES)}, got {config.final_sigmas_type!r}.")
         if config.min_noise_level is not None and not config.min_noise_level > 0:
             raise ValueError(f"min_noise_level must be positive (or None: the model's smallest trained noise level), got {config.min_noise_level!r}.")
+        if config.data_range is not None and not (len(config.data_range) == 2 and float(config.data_range[0]) < float(config.data_range[1])):
+            raise ValueError(f"data_range must be (low, high) with low < high (or None: [-1, 1]), got {config.data_range!r}.")
+        if config.num_levels is not None and (isinstance(config.num_levels, bool) or not isinstance(config.num_levels, int) or config.num_levels < 2):
+            raise ValueError(f"num_levels must be an integer >= 2, the number of values one data entry takes (or None: 256), got {config.num_levels!r}.")
         if config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
             raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {config.max_noise_level!r}.")
         if not config.rho > 0:
@@ -80,22 +88,39 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
 
     # ------------------------------------------------------------------ the grid
     @property
+    def data_resolution(self) -> float:
+        """The spacing of the data's levels, (high - low) / (num_levels - 1): 2 / 255 for 8-bit images in [-1, 1]
+        (``data_range`` and ``num_levels`` when None)."""
+        low, high = self.config.data_range if self.config.data_range is not None else DEFAULT_DATA_RANGE
+        levels = self.config.num_levels if self.config.num_levels is not None else DEFAULT_NUM_LEVELS
+        return (float(high) - float(low)) / (levels - 1)
+
+    @property
+    def trained_noise_level(self) -> float:
+        """The model's smallest trained noise level: u = sigma / m at `resolve_sampling_eps()`, the first time the
+        model was trained on (1/N for ``discrete`` models): sigma_min for VE, about 0.01 for VP, 1e-4 for sub-VP."""
+        return float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(self.resolve_sampling_eps(), dtype=torch.float64))))
+
+    @property
     def end_noise_level(self) -> float:
-        """The noise level u = sigma / m where the grid ends: ``min_noise_level``, or by default the model's smallest
-        trained noise level, u at `resolve_sampling_eps()` (sigma_min for VE, about 0.01 for VP)."""
+        """The noise level u = sigma / m where the grid ends: ``min_noise_level``, or by default the larger of the
+        model's smallest trained noise level (below it the model knows nothing) and the spacing of the data's levels
+        (`data_resolution`: noise below one level of quantised data is below what a sample can show, and the
+        last step then reaches zero noise)."""
         if self.config.min_noise_level is not None:
             return float(self.config.min_noise_level)
-        return float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(self.resolve_sampling_eps(), dtype=torch.float64))))
+        return max(self.trained_noise_level, self.data_resolution)
 
     def _ode_grid(self, num_points: int, sampling_eps: Optional[float] = None) -> torch.Tensor:
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
         ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
         config = self.config
         t_end = self.resolve_sampling_eps(sampling_eps)
-        if config.min_noise_level is not None:
-            t_end = max(t_end, t_from_noise_level(self.sde, config.min_noise_level))
+        u_end = self.end_noise_level
+        if float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(t_end, dtype=torch.float64)))) < u_end:
+            t_end = t_from_noise_level(self.sde, u_end)
         if not t_end < self.sde.T:
-            raise ValueError(f"min_noise_level={config.min_noise_level} is above the prior's noise level: the grid would be empty.")
+            raise ValueError(f"The end noise level {u_end:g} (min_noise_level={config.min_noise_level}) is above the prior's noise level: the grid would be empty.")
         if num_points == 1:
             return torch.tensor([self.sde.T], dtype=torch.float64)
         options = {}

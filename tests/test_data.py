@@ -17,6 +17,14 @@ def test_digits_are_scaled_and_resized():
     assert big.sample_shape == (1, 16, 16) and len(big.dataset) == 10
 
 
+def test_digits_know_their_17_grey_levels():
+    data = load_training_data("digits")
+    levels = torch.unique(data.dataset.tensors[0])
+    assert data.num_levels == levels.numel() == 17
+    torch.testing.assert_close(levels, torch.linspace(-1, 1, 17))
+    assert load_training_data("digits", resolution=16, num_samples=10).num_levels == 256  # resizing interpolates
+
+
 @pytest.mark.parametrize("name", ["four_gaussians", "two_moons", "rings"])
 def test_toy_sets(name):
     data = load_training_data(name, num_samples=1000, seed=1)

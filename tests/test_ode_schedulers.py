@@ -133,11 +133,13 @@ def test_heun_scheduler_takes_the_steps_of_edm_heun():
 def test_unipc_multistep_scheduler_samples_the_sharp_ring_in_15_evaluations(sde_type):
     # Goal of issue 7: log-density gap < 0.01 nats/dim, spread within 2%, mode TV at the noise floor, in 20 NFE
     # (VP, sub-VP) or 35 (VE); 15 is the "aim further" budget. On exact models the documented choice is UniPC
-    # (order 3 and the corrector) on the clipped grid ending at u = 0.03, as `ScoreSdeODEPipeline(solver="unipc_3m")`;
-    # the default (order 2 over the model's trained range, for trained networks) is checked in test_mixture_family.
+    # (order 3 and the corrector) on the clipped logSNR grid ending at u = 0.03, as `ScoreSdeODEPipeline(solver="unipc_3m")`;
+    # the default (order 2 on the rho = 7 grid, for trained networks) is checked in test_mixture_family.
     model_scheduler = pc_scheduler(sde_type)
     model = ring(model_scheduler)
-    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(model_scheduler.config, max_noise_level=3 * math.sqrt(2), min_noise_level=0.03, solver_order=3, use_corrector=True)
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(
+        model_scheduler.config, time_spacing="log_snr", max_noise_level=3 * math.sqrt(2), min_noise_level=0.03, solver_order=3, use_corrector=True
+    )
     scheduler.set_timesteps(15)
     x = loop(scheduler, model, prior(8000, scheduler))
     metrics = mixture_sample_metrics(model, x, reference=model.sample_data(100_000, generator=torch.Generator().manual_seed(1)))
@@ -232,7 +234,7 @@ def test_diffusers_score_sde_ve_config_becomes_the_ve_sde():
 def test_ddpm_pipeline_samples_the_ring_with_the_multistep_scheduler():
     # diffusers' own DDPMPipeline loop, a DDPM scheduler config, 20 model evaluations.
     ddpm = DDPMScheduler(num_train_timesteps=1000)
-    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ddpm.config, max_noise_level=3 * math.sqrt(2))
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(ddpm.config, time_spacing="log_snr", max_noise_level=3 * math.sqrt(2))
     assert scheduler.config.sde_type == "vp" and scheduler.config.beta_max == pytest.approx(20.0)
     # The ring as 1x1 images with two channels, the shape DDPMPipeline draws its noise in.
     flat = ring(VPSDEScheduler.from_config(ddpm.config))
@@ -249,7 +251,7 @@ def test_ddpm_pipeline_samples_the_ring_with_the_multistep_scheduler():
 
 @pytest.mark.parametrize("scheduler_class", [ScoreSdeDPMSolverMultistepScheduler, ScoreSdeHeunScheduler])
 def test_ode_pipeline_runs_the_scheduler_steps(scheduler_class):
-    scheduler = scheduler_class()
+    scheduler = scheduler_class(data_range=(-1.0, 1.0), num_levels=256)  # what the pipeline would fill in
     model = GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler).double()
     pipe = ScoreSdeODEPipeline(unet=model, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -294,6 +296,8 @@ def test_steps_out_of_order_are_an_error():
         ({"final_sigmas_type": "sigma_max"}, r"final_sigmas_type must be one of \['zero', 'sigma_min'\]"),
         ({"min_noise_level": 0.0}, "min_noise_level must be positive"),
         ({"max_noise_level": 0.01}, "max_noise_level must exceed min_noise_level"),
+        ({"data_range": (1.0, -1.0)}, "data_range must be"),
+        ({"num_levels": 1}, "num_levels must be an integer >= 2"),
         ({"min_noise_level": 1000.0}, "above the prior's noise level"),
     ],
 )
@@ -303,7 +307,7 @@ def test_bad_ode_scheduler_config(config, message):
 
 
 def test_ode_pipeline_calls_the_step_end_callback_at_every_scheduler_step():
-    scheduler = ScoreSdeHeunScheduler()
+    scheduler = ScoreSdeHeunScheduler(data_range=(-1.0, 1.0), num_levels=256)  # complete: the pipeline runs it as it is
     pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler).double(), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     seen = []
@@ -329,6 +333,22 @@ def test_grid_ends_at_the_model_smallest_trained_noise_level():
     vp.set_timesteps(10)
     assert float(vp.t_grid[-1]) == pytest.approx(t, rel=1e-12)
     assert float(ScoreSdeDPMSolverMultistepScheduler(min_noise_level=0.05).end_noise_level) == 0.05
+
+
+def test_grid_ends_no_lower_than_the_spacing_of_the_data_levels():
+    # sub-VP's trained range reaches u ~ beta_min eps = 1e-4, far below one level of 8-bit data: the grid ends at
+    # (high - low) / 255 (and still at the model's level where that is higher, VP's 0.0105).
+    subvp = ScoreSdeDPMSolverMultistepScheduler(sde_type="subvp")
+    assert subvp.trained_noise_level == pytest.approx(1e-4, rel=0.1)
+    assert subvp.end_noise_level == 2.0 / 255
+    subvp.set_timesteps(10)
+    t_end = float(subvp.t_grid[-1])
+    assert float(torch.exp(-0.5 * subvp.sde.log_snr(torch.tensor(t_end, dtype=torch.float64)))) == pytest.approx(2.0 / 255, rel=1e-6)
+    vp = ScoreSdeDPMSolverMultistepScheduler(sde_type="vp")
+    assert vp.end_noise_level == vp.trained_noise_level > 2.0 / 255
+    # scikit-learn's digits: 17 grey levels in [-1, 1], one level is 0.125 (above VP's trained level)
+    assert ScoreSdeDPMSolverMultistepScheduler(sde_type="vp", num_levels=17).end_noise_level == 0.125
+    assert ScoreSdeDPMSolverMultistepScheduler(sde_type="subvp", data_range=(0.0, 1.0)).end_noise_level == 1.0 / 255
 
 
 def test_lower_order_final_ends_on_the_model_x0_prediction():

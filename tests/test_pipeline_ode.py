@@ -237,8 +237,8 @@ def test_bad_encode_decode_input(pipe):
 @pytest.mark.parametrize("scheduler_class", [VPSDEScheduler, SubVPSDEScheduler])
 def test_the_default_is_the_ode_scheduler_in_diffusers_own_loop(scheduler_class):
     """`ScoreSdeODEPipeline`'s default and `ScoreSdeDPMSolverMultistepScheduler.from_config(...)` swapped into
-    diffusers' `DDPMPipeline` are one sampler: same generator, same samples. (Not VE: `DDPMPipeline` draws its prior
-    with unit variance, ignoring the scheduler's `init_noise_sigma`.)"""
+    diffusers' `DDPMPipeline`, told the data range and dimension the pipeline knows, are one sampler: same generator,
+    same samples. (Not VE: `DDPMPipeline` draws its prior with unit variance, ignoring `init_noise_sigma`.)"""
     from diffusers import DDPMPipeline
 
     from scoresde_diffusers import ScoreSdeDPMSolverMultistepScheduler
@@ -249,9 +249,36 @@ def test_the_default_is_the_ode_scheduler_in_diffusers_own_loop(scheduler_class)
         [0.3, 0.7], [[-0.5, 0.4], [0.5, -0.3]], [[[0.02, 0.0], [0.0, 0.01]]] * 2, scheduler=scheduler, sample_size=1, in_channels=2
     )
     ours = make_pipe(model, scheduler)(batch_size=6, num_inference_steps=12, generator=torch.Generator().manual_seed(3), output_type="pt")
-    diffusers_pipe = DDPMPipeline(unet=model, scheduler=ScoreSdeDPMSolverMultistepScheduler.from_config(scheduler.config))
+    ode_scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(scheduler.config, data_range=(-1.0, 1.0), num_levels=256)
+    diffusers_pipe = DDPMPipeline(unet=model, scheduler=ode_scheduler)
     diffusers_pipe.set_progress_bar_config(disable=True)
     theirs = diffusers_pipe(batch_size=6, num_inference_steps=12, generator=torch.Generator().manual_seed(3), output_type="np").images
     expected = (ours.images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # DDPMPipeline's [-1, 1] -> [0, 1]
     assert ours.nfe == 12
     np.testing.assert_allclose(theirs, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("data_range, num_levels", [((-1.0, 1.0), 256), ((0.0, 1.0), 17)])
+def test_the_pipeline_tells_its_ode_scheduler_the_data_range_and_levels(data_range, num_levels):
+    from scoresde_diffusers import ScoreSdeDPMSolverMultistepScheduler
+
+    scheduler = VPSDEScheduler()
+    model = GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler)
+    pipe = ScoreSdeODEPipeline(unet=model, scheduler=scheduler, data_range=data_range, num_levels=num_levels)
+    ode_scheduler = pipe.ode_scheduler()
+    assert (tuple(ode_scheduler.config.data_range), ode_scheduler.config.num_levels) == (data_range, num_levels)
+    assert ode_scheduler.end_noise_level == max(ode_scheduler.trained_noise_level, (data_range[1] - data_range[0]) / (num_levels - 1))
+    # an ODE scheduler's own settings are kept; only what it leaves None is filled in
+    pipe.scheduler = ScoreSdeDPMSolverMultistepScheduler(num_levels=7)
+    assert (tuple(pipe.ode_scheduler().config.data_range), pipe.ode_scheduler().config.num_levels) == (data_range, 7)
+    pipe.scheduler = ScoreSdeDPMSolverMultistepScheduler(num_levels=7, data_range=(0.0, 2.0))
+    assert pipe.ode_scheduler() is pipe.scheduler
+
+
+def test_num_levels_is_saved_with_the_pipeline(tmp_path):
+    scheduler = VPSDEScheduler()
+    pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, num_levels=17)
+    pipe.save_pretrained(tmp_path)
+    assert ScoreSdeODEPipeline.from_pretrained(tmp_path).num_levels == 17
+    with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
+        ScoreSdeODEPipeline(unet=pipe.unet, scheduler=scheduler, num_levels=1)

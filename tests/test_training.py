@@ -123,6 +123,14 @@ def test_checkpoints_hold_only_safetensors_and_json(tmp_path):
         torch.testing.assert_close(value, final[key], msg=key)
 
 
+def test_the_saved_pipeline_knows_the_data_levels(tmp_path):
+    # the digits' 17 grey levels go into model_index.json, where the ODE scheduler's grid end is derived from them
+    out = tmp_path / "run"
+    train(tiny(out, max_train_steps=1, **TINY_DIGITS))
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["num_levels"] == 17 and index["data_range"] == [-1.0, 1.0]
+
+
 class _Payload:
     """Unpickling this creates `marker`: proof that a pickle was loaded."""
 

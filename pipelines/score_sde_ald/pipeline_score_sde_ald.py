@@ -27,6 +27,9 @@ class ScoreSdeAnnealedLangevinPipeline(ScoreSdePCPipeline):
         unet (`ModelMixin`): the score model (see `ScoreSdePCPipeline`).
         scheduler (`ScoreSdeSchedulerMixin`): usually `VESDEScheduler`.
         data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data.
+        num_levels (`int`, defaults to 256): values one data entry takes, evenly spaced over `data_range` (256 for
+            8-bit images, 17 for scikit-learn's digits); the ODE scheduler's grid ends at their spacing. Saved in
+            model_index.json.
     """
 
     #: snr used when neither `snr` nor `step_lr` is given; recovers the four-Gaussian mixture (VE, sigma_max=50) with 100 levels x 10 steps.

@@ -10,7 +10,7 @@ from scoresde_diffusers.conditioning import ClassGuidance
 from scoresde_diffusers.guidance import check_class_labels
 from scoresde_diffusers.utils import describe
 
-from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, ScoreSdePipelineOutput
+from ..pipeline_score_sde_utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, ScoreSdePipelineOutput
 from ..score_sde_ode.pipeline_score_sde_ode import SAMPLERS, ProbabilityFlowMixin, check_sampler  # noqa: F401 (re-exported)
 
 
@@ -38,15 +38,17 @@ class ScoreSdeClassConditionalPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         scheduler (`ScoreSdeSchedulerMixin`): `VESDEScheduler`, `VPSDEScheduler` or `SubVPSDEScheduler`.
         data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data; saved in
             model_index.json.
+        num_levels (`int`, defaults to 256): values one data entry takes over `data_range` (8-bit images: 256);
+            the ODE scheduler's grid ends at their spacing. Saved in model_index.json.
     """
 
     model_cpu_offload_seq = "classifier->unet"
     _callback_tensor_inputs = ["sample"]
 
-    def __init__(self, unet, classifier, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE):
+    def __init__(self, unet, classifier, scheduler, data_range: Union[Tuple[float, float], List[float]] = DEFAULT_DATA_RANGE, num_levels: int = DEFAULT_NUM_LEVELS):
         DiffusionPipeline.__init__(self)
         self.register_modules(unet=unet, classifier=classifier, scheduler=scheduler)
-        self.register_data_range(data_range)
+        self.register_data_range(data_range, num_levels)
 
     # ------------------------------------------------------------------ the conditioning
     @property

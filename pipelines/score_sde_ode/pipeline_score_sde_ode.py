@@ -286,10 +286,15 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     def ode_scheduler(self):
         """The ODE scheduler of a call without `solver`: the pipeline's own if it is one, else
         `ScoreSdeDPMSolverMultistepScheduler` built from the pipeline scheduler's config (its SDE, prediction type and
-        timestep map), with that scheduler's defaults."""
-        if isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
-            return self.scheduler
-        return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config)
+        timestep map), with that scheduler's defaults. Either way the pipeline tells it what only the pipeline
+        knows, where the config leaves them None: ``data_range`` and ``num_levels``, from which the scheduler derives
+        the end of its grid; so the same scheduler in diffusers' loop is
+        ``ScoreSdeDPMSolverMultistepScheduler.from_config(pipe.scheduler.config, data_range=..., num_levels=...)``."""
+        data = {"data_range": tuple(self.data_range), "num_levels": self.num_levels}
+        if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
+            return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config, **data)
+        data = {key: value for key, value in data.items() if self.scheduler.config.get(key) is None}
+        return type(self.scheduler).from_config(self.scheduler.config, **data) if data else self.scheduler
 
     def scheduler_loop(
         self, sample, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=("sample",), scheduler=None, conditioning=None
@@ -329,6 +334,9 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             provides the SDE, the model-output conversion and the default `sampling_eps`.
         data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data, mapped to [0, 1]
             for ``output_type="np"``/``"pil"``; saved in model_index.json.
+        num_levels (`int`, defaults to 256): values one data entry takes, evenly spaced over `data_range` (256 for
+            8-bit images, 17 for scikit-learn's digits); the ODE scheduler's grid ends at their spacing. Saved in
+            model_index.json.
     """
 
     model_cpu_offload_seq = "unet"

@@ -28,6 +28,9 @@ class ScoreSdePCPipeline(ScoreSdePipelineMixin, DiffusionPipeline):
         scheduler (`ScoreSdeSchedulerMixin`): `VESDEScheduler`, `VPSDEScheduler` or `SubVPSDEScheduler`.
         data_range (`Tuple[float, float]`, defaults to ``(-1.0, 1.0)``): range of the model's data, mapped to [0, 1]
             for ``output_type="np"``/``"pil"``; saved in model_index.json.
+        num_levels (`int`, defaults to 256): values one data entry takes, evenly spaced over `data_range` (256 for
+            8-bit images, 17 for scikit-learn's digits); the ODE scheduler's grid ends at their spacing. Saved in
+            model_index.json.
     """
 
     model_cpu_offload_seq = "unet"

@@ -24,12 +24,16 @@ class TrainingData:
         sample_shape (`Tuple[int, ...]`): (C, H, W) for images, (D,) for vectors.
         name (`str`): the name the data set was loaded by (for the model card and logs).
         data_range (`Tuple[float, float]`): the range images are scaled to; for display of vectors it is nominal.
+        num_levels (`int`): the values one entry takes, evenly spaced over `data_range`: 256 for 8-bit images (and,
+            nominally, for continuous data), 17 for the 8x8 digits. Saved with the pipeline (the ODE scheduler's
+            grid ends at their spacing).
     """
 
     dataset: Dataset
     sample_shape: Tuple[int, ...]
     name: str
     data_range: Tuple[float, float] = (-1.0, 1.0)
+    num_levels: int = 256
     info: dict = field(default_factory=dict)
 
     @property
@@ -37,8 +41,8 @@ class TrainingData:
         return len(self.sample_shape) == 3
 
 
-def _tensor_data(x: torch.Tensor, name: str, **info) -> TrainingData:
-    return TrainingData(TensorDataset(x.float()), tuple(x.shape[1:]), name, info=info)
+def _tensor_data(x: torch.Tensor, name: str, num_levels: int = 256, **info) -> TrainingData:
+    return TrainingData(TensorDataset(x.float()), tuple(x.shape[1:]), name, num_levels=num_levels, info=info)
 
 
 # ---------------------------------------------------------------------------------------------- built-in sets
@@ -54,9 +58,10 @@ def digits(resolution: int = 8, num_samples: Optional[int] = None, seed: int = 0
     if num_samples is not None:
         images = images[:num_samples]
     x = images * 2 - 1
+    num_levels = 17 if resolution == 8 else 256  # resizing interpolates between the 17 grey levels
     if random_flip:
-        return TrainingData(_FlipDataset(x), tuple(x.shape[1:]), "digits")
-    return _tensor_data(x, "digits")
+        return TrainingData(_FlipDataset(x), tuple(x.shape[1:]), "digits", num_levels=num_levels)
+    return _tensor_data(x, "digits", num_levels=num_levels)
 
 
 @DATASETS.register("four_gaussians")

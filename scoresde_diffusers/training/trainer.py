@@ -232,10 +232,10 @@ def build_model_and_scheduler(config: TrainingConfig, data: TrainingData):
     scheduler = build_scheduler(config, prediction_type, timestep_type)
     return model, scheduler
 
-def make_pipeline(model, scheduler, data_range):
+def make_pipeline(model, scheduler, data: TrainingData):
     from ..pipelines.score_sde_pc import ScoreSdePCPipeline
 
-    pipeline = ScoreSdePCPipeline(unet=model, scheduler=scheduler, data_range=tuple(data_range))
+    pipeline = ScoreSdePCPipeline(unet=model, scheduler=scheduler, data_range=tuple(data.data_range), num_levels=data.num_levels)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -249,7 +249,7 @@ def generate_samples(
     was_training = model.training
     model.eval()
     try:
-        pipeline = make_pipeline(model, scheduler, data.data_range)
+        pipeline = make_pipeline(model, scheduler, data)
         if progress is not None:
             pipeline.set_progress_bar_config(disable=False, desc=progress, leave=False)
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -528,7 +528,7 @@ def save_pipeline(run: TrainingRun) -> None:
     """The `ScoreSdePCPipeline` of the EMA weights into the run folder (main process)."""
     if run.accelerator.is_main_process:
         with run.ema_weights() as model:
-            make_pipeline(model, run.scheduler, run.data.data_range).save_pretrained(run.config.output_dir)
+            make_pipeline(model, run.scheduler, run.data).save_pretrained(run.config.output_dir)
 
 
 def periodic_work(run: TrainingRun, step_loss: float) -> None:
