@@ -238,8 +238,8 @@ def samplers(pipe, quick: bool):
     diffusers.utils.logging.set_verbosity_error()  # our VP config's SDE keys are unknown to diffusers' schedulers
     from scoresde_diffusers.pipelines import ScoreSdeODEPipeline, ScoreSdePCPipeline
 
-    ode = ScoreSdeODEPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
-    pc = ScoreSdePCPipeline(unet=pipe.unet, scheduler=pipe.scheduler)
+    ode = ScoreSdeODEPipeline.from_pipe(pipe)  # with the pipeline's data_range and num_levels
+    pc = ScoreSdePCPipeline.from_pipe(pipe)
     for p in (ode, pc):
         p.set_progress_bar_config(disable=True)
     nfes = (3, 5) if quick else NFES

@@ -190,6 +190,15 @@ class ScoreSdePipelineMixin:
             )
         return extra
 
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """diffusers' `from_pipe`: this pipeline made of another's components and config (``data_range``,
+        ``num_levels``), e.g. ``ScoreSdeODEPipeline.from_pipe(pc_pipe)``. The score model carries over whatever its
+        class (diffusers keeps a model only when its class is the one the signature names, and ours names none)."""
+        expected, _ = cls._get_signature_keys(cls)
+        components = {name: c for name, c in pipeline.components.items() if name in expected and name not in kwargs}
+        return super().from_pipe(pipeline, **components, **kwargs)
+
     # ------------------------------------------------------------------ configuration
     def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE, num_levels: int = DEFAULT_NUM_LEVELS) -> None:
         """Validate `data_range` and `num_levels` and store them in the pipeline config (saved in model_index.json)."""

@@ -275,6 +275,13 @@ def test_the_pipeline_tells_its_ode_scheduler_the_data_range_and_levels(data_ran
     assert pipe.ode_scheduler() is pipe.scheduler
 
 
+def test_from_pipe_carries_the_data_range_and_levels():
+    scheduler = VPSDEScheduler()
+    pc = ScoreSdePCPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, data_range=(0.0, 1.0), num_levels=17)
+    ode = ScoreSdeODEPipeline.from_pipe(pc)
+    assert (ode.unet, ode.scheduler, ode.data_range, ode.num_levels) == (pc.unet, pc.scheduler, (0.0, 1.0), 17)
+
+
 def test_num_levels_is_saved_with_the_pipeline(tmp_path):
     scheduler = VPSDEScheduler()
     pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, num_levels=17)
