@@ -49,18 +49,12 @@ def dataset_tensor(dataset, count: int) -> torch.Tensor:
     return torch.stack(items).float()
 
 
-#: Levels of the built-in discrete data sets at their own size (scikit-learn's digits: 17 grey levels); other image
-#: data sets are 8-bit (256); vector data sets are continuous.
-OWN_LEVELS = {"digits": 17}
-
-
 def data_levels(data, requested: Optional[int]) -> Optional[int]:
-    """The number of levels bits/dim dequantizes at: `requested` (0: continuous), else the data set's own."""
+    """The number of levels bits/dim dequantizes at: `requested` (0: continuous), else the data set's own
+    (`TrainingData.num_levels`: 17 for the digits at their own size, 256 for 8-bit images); vectors are continuous."""
     if requested is not None:
         return requested or None
-    if not data.is_image:
-        return None
-    return OWN_LEVELS.get(data.name, 256)
+    return data.num_levels if data.is_image else None
 
 
 def as_levels(x: torch.Tensor, data_range, num_levels: int) -> Optional[torch.Tensor]:

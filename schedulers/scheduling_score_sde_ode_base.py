@@ -20,7 +20,7 @@ from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeScheduler
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
 
 #: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
-PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step")
+PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step", "prior_mean")
 
 #: What a config that gives no ``data_range`` / ``num_levels`` assumes: diffusers' 8-bit images in [-1, 1].
 DEFAULT_DATA_RANGE = (-1.0, 1.0)

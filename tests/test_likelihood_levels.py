@@ -45,6 +45,13 @@ def test_discrete_data_is_dequantized_at_its_own_number_of_levels(num_levels):
     assert out.num_levels == num_levels
 
 
+def test_discrete_data_is_dequantized_at_the_pipeline_levels_by_default():
+    pipe = gaussian_pipeline()
+    pipe.register_to_config(num_levels=17)  # as saved by a digits run
+    u = torch.randint(0, 17, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert pipe(u, num_inference_steps=4, solver="euler", generator=torch.Generator().manual_seed(1)).num_levels == 17
+
+
 def test_the_output_says_continuous_data_was_not_dequantized():
     pipe = gaussian_pipeline()
     out = pipe(torch.zeros(2, 1, 2, 2, dtype=torch.float64), rtol=1e-4, atol=1e-4)

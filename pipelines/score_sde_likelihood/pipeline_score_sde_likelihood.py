@@ -110,15 +110,16 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         return len(self.sample_shape(1)) == 4
 
     def prepare_data(
-        self, data, dequantize: Optional[bool] = None, check_range: Optional[bool] = None, num_levels: int = 256
+        self, data, dequantize: Optional[bool] = None, check_range: Optional[bool] = None, num_levels: Optional[int] = None
     ) -> Tuple[torch.Tensor, bool]:
         """(data as a (B, ...) tensor in the model's layout, whether it is integer data to dequantize).
 
         Accepts a tensor, a numpy array, a PIL image or a list of them. Numpy arrays and PIL images in (H, W, C)
         or (H, W) layout are moved to (C, H, W). Integer dtypes and PIL images are discrete data in
-        {0, ..., `num_levels` - 1} (8-bit: 256 levels) to dequantize unless `dequantize` says otherwise; float data
-        is continuous data in the model's space.
+        {0, ..., `num_levels` - 1} (the pipeline's ``num_levels`` by default; 8-bit: 256 levels) to dequantize unless
+        `dequantize` says otherwise; float data is continuous data in the model's space.
         """
+        num_levels = self.num_levels if num_levels is None else num_levels
         if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
             raise ValueError(f"num_levels must be an integer >= 2 (256 for 8-bit images), got {describe(num_levels)}.")
         if isinstance(data, PIL.Image.Image):
@@ -186,7 +187,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         sampling_eps: Optional[float] = None,
         generator: Optional[torch.Generator] = None,
         check_range: Optional[bool] = None,
-        num_levels: int = 256,
+        num_levels: Optional[int] = None,
         return_dict: bool = True,
         solver_options: Optional[Dict[str, Any]] = None,
     ) -> Union[ScoreSdeLikelihoodOutput, Tuple]:
@@ -215,9 +216,10 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             generator (`torch.Generator`, *optional*): for the dequantization noise and the probes.
             check_range (`bool`, *optional*): require continuous data to lie in `data_range` (a ValueError
                 otherwise); by default on for image-shaped models, off for vector models.
-            num_levels (`int`, defaults to 256): the number of levels of discrete data (integers in
-                {0, ..., num_levels - 1}): 256 for 8-bit images, 17 for scikit-learn's 8x8 digits. Dequantization and
-                the bits/dim are at this resolution (Theis et al. 2016); the output says which was used.
+            num_levels (`int`, *optional*): the number of levels of discrete data (integers in
+                {0, ..., num_levels - 1}): 256 for 8-bit images, 17 for scikit-learn's 8x8 digits; by default the
+                pipeline's ``num_levels``. Dequantization and the bits/dim are at this resolution (Theis et al.
+                2016); the output says which was used.
             return_dict (`bool`, defaults to `True`): return a `ScoreSdeLikelihoodOutput` instead of a tuple.
             solver_options (`dict`, *optional*): extra keywords for the solver.
 
@@ -253,6 +255,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         name, ode_solver = self.resolve_solver(solver, num_inference_steps, rtol, atol)
         if not is_adaptive(ode_solver) and num_inference_steps is None:
             raise ValueError(f"Fixed-step solver {name!r} needs num_inference_steps (steps on a uniform grid from eps to 1).")
+        num_levels = self.num_levels if num_levels is None else num_levels
         data, discrete = self.prepare_data(data, dequantize, check_range, num_levels)
         if not discrete and num_dequantization_draws != 1:
             raise ValueError("num_dequantization_draws applies to discrete (integer) data only; this data is continuous.")
@@ -377,7 +380,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                     if max_samples is not None and seen >= max_samples:
                         break
                     data, discrete = self.prepare_data(
-                        raw, call_kwargs.get("dequantize"), call_kwargs.get("check_range"), call_kwargs.get("num_levels", 256)
+                        raw, call_kwargs.get("dequantize"), call_kwargs.get("check_range"), call_kwargs.get("num_levels")
                     )
                     if max_samples is not None:
                         data = data[: max_samples - seen]
