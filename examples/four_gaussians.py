@@ -64,7 +64,7 @@ def main(argv=None):
         pc = ScoreSdePCPipeline(unet=model, scheduler=scheduler)
         out = pc(batch_size=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator, output_type="pt")
         panels.append(("PC", out.images, out.nfe))
-        ode = ScoreSdeODEPipeline(**pc.components)
+        ode = ScoreSdeODEPipeline.from_pipe(pc)
         out = ode(batch_size=args.num_samples, generator=generator, output_type="pt")
         panels.append(("ODE (dopri5)", out.images, out.nfe))
 
