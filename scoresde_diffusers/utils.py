@@ -67,9 +67,14 @@ def check_finite(tensor: torch.Tensor, name: str, hint: str) -> None:
         raise ValueError(f"{name} has NaN or infinite values in {summary}; {hint}")
 
 
-def check_in_range(tensor: torch.Tensor, data_range, name: str, tolerance: float = 1e-4) -> None:
+#: What `check_in_range` suggests by default: the image inputs of the conditional pipelines are mapped when given as
+#: PIL images, arrays in [0, 1] or uint8.
+IMAGE_INPUT_HINT = "Tensors are taken in the data range; pass PIL images, arrays in [0, 1] or uint8 in [0, 255] to have them mapped."
+
+
+def check_in_range(tensor: torch.Tensor, data_range, name: str, tolerance: float = 1e-4, hint: str = IMAGE_INPUT_HINT) -> None:
     """Raise a ValueError naming `name` when entries of `tensor` are NaN/inf or outside `data_range` (by more than
-    `tolerance` of its width), with how many and the range they span."""
+    `tolerance` of its width), with how many, the range they span and `hint` (what to pass instead)."""
     check_finite(tensor, name, f"pass finite values in the data range {list(data_range)}.")
     low, high = (float(v) for v in data_range)
     slack = tolerance * (high - low)
@@ -77,8 +82,7 @@ def check_in_range(tensor: torch.Tensor, data_range, name: str, tolerance: float
     if outside.any():
         raise ValueError(
             f"{name} must lie in the model's data range {[low, high]}; {int(outside.sum())} of {tensor.numel()} "
-            f"entries are outside (values from {float(tensor.min()):.4g} to {float(tensor.max()):.4g}). Tensors are "
-            f"taken in the data range; pass PIL images, arrays in [0, 1] or uint8 in [0, 255] to have them mapped."
+            f"entries are outside (values from {float(tensor.min()):.4g} to {float(tensor.max()):.4g}). {hint}"
         )
 
 

@@ -244,7 +244,7 @@ def image_pipe():
 @pytest.mark.parametrize(
     "data, kwargs, match",
     [
-        (torch.full((2, 1, 2, 2), 1.5), {}, r"model's range data_range=\[-1, 1\]"),
+        (torch.full((2, 1, 2, 2), 1.5), {}, r"data must lie in the model's data range \[-1.0, 1.0\]; 8 of 8 entries are outside .* Pass 8-bit images as integers"),
         (torch.full((2, 1, 2, 2), 300, dtype=torch.int64), {}, r"integer values in \{0, ..., 255\}"),
         (torch.full((2, 1, 2, 2), 0.5), {"dequantize": True}, "not integers"),
         (torch.zeros(2, 3, 2, 2), {}, r"Expected samples of shape \(B, 1, 2, 2\)"),
@@ -270,7 +270,7 @@ def test_vector_data_is_not_range_checked_unless_asked():
     pipe = make_pipe(GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler)
     x = torch.tensor([[2.0, -2.0]])
     assert torch.isfinite(pipe(x, rtol=1e-3, atol=1e-3).log_likelihood).all()
-    with pytest.raises(ValueError, match="model's range"):
+    with pytest.raises(ValueError, match="model.s data range"):
         pipe(x, check_range=True)
 
 

@@ -19,7 +19,7 @@ from scoresde_diffusers.likelihood import (
     dequantized_log_likelihood,
 )
 from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, is_adaptive
-from scoresde_diffusers.utils import compute_dtype, describe
+from scoresde_diffusers.utils import check_in_range, compute_dtype, describe
 
 from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin
 
@@ -161,13 +161,8 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                     f"data in the model's range with dequantize=False."
                 )
         else:
-            check = self._is_image_model() if check_range is None else check_range
-            low, high = self.data_range
-            if check and (data.min() < low or data.max() > high):
-                raise ValueError(
-                    f"Data must lie in the model's range data_range=[{low:g}, {high:g}]; got values from "
-                    f"{float(data.min()):g} to {float(data.max()):g}. Pass 8-bit images as integers (uint8) to dequantize them."
-                )
+            if self._is_image_model() if check_range is None else check_range:
+                check_in_range(data, self.data_range, "data", tolerance=0.0, hint="Pass 8-bit images as integers (uint8) to dequantize them.")
         return data, discrete
 
     # ------------------------------------------------------------------ the likelihood
