@@ -40,12 +40,9 @@ from diffusers.utils.torch_utils import randn_tensor
 import scoresde_diffusers.schedulers
 from scoresde_diffusers.conditioning import Conditioning
 from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin, ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
-from scoresde_diffusers.utils import check_finite, check_num_steps, compute_dtype
+from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_finite, check_num_levels, check_num_steps, compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-DEFAULT_DATA_RANGE = (-1.0, 1.0)
-#: Levels of one data entry when a pipeline registers none: 8-bit images.
-DEFAULT_NUM_LEVELS = 256
 
 #: diffusers pipelines whose folders load into ours with no swap, and the data range each samples in. The model is
 #: called as there with the converted scheduler's defaults: `ScoreSdeVePipeline` calls ``unet(x, sigma_t)`` and
@@ -110,13 +107,6 @@ def check_data_range(data_range: Sequence[float]) -> List[float]:
     if not low < high:
         raise ValueError(f"data_range must satisfy low < high, got {data_range!r}.")
     return [low, high]
-
-
-def check_num_levels(num_levels) -> int:
-    """`num_levels` as an int >= 2; a ValueError naming what is allowed otherwise."""
-    if isinstance(num_levels, bool) or not isinstance(num_levels, (int, np.integer)) or num_levels < 2:
-        raise ValueError(f"num_levels must be an integer >= 2, the number of values one data entry takes (256 for 8-bit images), got {num_levels!r}.")
-    return int(num_levels)
 
 
 class ScoreSdePipelineMixin:

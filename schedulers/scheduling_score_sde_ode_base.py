@@ -14,7 +14,7 @@ import torch
 
 from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
 from scoresde_diffusers.sdes import sde_of_scheduler
-from scoresde_diffusers.utils import compute_dtype
+from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_num_levels, compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
@@ -22,9 +22,6 @@ from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_
 #: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
 PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step", "prior_mean")
 
-#: What a config that gives no ``data_range`` / ``num_levels`` assumes: diffusers' 8-bit images in [-1, 1].
-DEFAULT_DATA_RANGE = (-1.0, 1.0)
-DEFAULT_NUM_LEVELS = 256
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
@@ -55,8 +52,8 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             raise ValueError(f"min_noise_level must be positive (or None: the model's smallest trained noise level), got {config.min_noise_level!r}.")
         if config.data_range is not None and not (len(config.data_range) == 2 and float(config.data_range[0]) < float(config.data_range[1])):
             raise ValueError(f"data_range must be (low, high) with low < high (or None: [-1, 1]), got {config.data_range!r}.")
-        if config.num_levels is not None and (isinstance(config.num_levels, bool) or not isinstance(config.num_levels, int) or config.num_levels < 2):
-            raise ValueError(f"num_levels must be an integer >= 2, the number of values one data entry takes (or None: 256), got {config.num_levels!r}.")
+        if config.num_levels is not None:
+            check_num_levels(config.num_levels)
         if config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
             raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {config.max_noise_level!r}.")
         if not config.rho > 0:

@@ -1,5 +1,7 @@
 """Small tensor helpers shared by the SDEs, samplers and models."""
 
+import numbers
+
 import torch
 
 
@@ -65,6 +67,19 @@ def check_finite(tensor: torch.Tensor, name: str, hint: str) -> None:
     summary = non_finite_summary(tensor)
     if summary:
         raise ValueError(f"{name} has NaN or infinite values in {summary}; {hint}")
+
+
+#: The data a pipeline or ODE scheduler assumes when told none: diffusers' 8-bit images, in [-1, 1].
+DEFAULT_DATA_RANGE = (-1.0, 1.0)
+DEFAULT_NUM_LEVELS = 256
+
+
+def check_num_levels(num_levels) -> int:
+    """`num_levels`, the number of values one data entry takes (256 for 8-bit images), as an int >= 2; a ValueError
+    naming what is allowed otherwise."""
+    if isinstance(num_levels, bool) or not isinstance(num_levels, numbers.Integral) or num_levels < 2:
+        raise ValueError(f"num_levels must be an integer >= 2, the number of values one data entry takes (256 for 8-bit images), got {num_levels!r}.")
+    return int(num_levels)
 
 
 #: What `check_in_range` suggests by default: the image inputs of the conditional pipelines are mapped when given as

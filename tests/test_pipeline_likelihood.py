@@ -247,6 +247,7 @@ def image_pipe():
         (torch.full((2, 1, 2, 2), 1.5), {}, r"data must lie in the model's data range \[-1.0, 1.0\]; 8 of 8 entries are outside .* Pass 8-bit images as integers"),
         (torch.full((2, 1, 2, 2), 300, dtype=torch.int64), {}, r"integer values in \{0, ..., 255\}"),
         (torch.full((2, 1, 2, 2), 0.5), {"dequantize": True}, "not integers"),
+        (torch.full((2, 1, 2, 2), 3, dtype=torch.int64), {"num_levels": 1}, "num_levels must be an integer >= 2"),
         (torch.zeros(2, 3, 2, 2), {}, r"Expected samples of shape \(B, 1, 2, 2\)"),
         (torch.zeros(2, 1, 4, 4), {}, r"Expected samples of shape \(B, 1, 2, 2\)"),
         (torch.zeros(2, 1, 2, 2), {"num_dequantization_draws": 4}, "discrete \\(integer\\) data only"),

@@ -19,7 +19,7 @@ from scoresde_diffusers.likelihood import (
     dequantized_log_likelihood,
 )
 from scoresde_diffusers.sampling.ode_solvers import DEFAULT_ATOL, DEFAULT_RTOL, is_adaptive
-from scoresde_diffusers.utils import check_in_range, compute_dtype, describe
+from scoresde_diffusers.utils import check_in_range, check_num_levels, compute_dtype
 
 from ..score_sde_ode.pipeline_score_sde_ode import ProbabilityFlowMixin
 
@@ -119,9 +119,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         {0, ..., `num_levels` - 1} (the pipeline's ``num_levels`` by default; 8-bit: 256 levels) to dequantize unless
         `dequantize` says otherwise; float data is continuous data in the model's space.
         """
-        num_levels = self.num_levels if num_levels is None else num_levels
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-            raise ValueError(f"num_levels must be an integer >= 2 (256 for 8-bit images), got {describe(num_levels)}.")
+        num_levels = check_num_levels(self.num_levels if num_levels is None else num_levels)
         if isinstance(data, PIL.Image.Image):
             data = [data]
         from_pil = isinstance(data, (list, tuple)) and any(isinstance(d, PIL.Image.Image) for d in data)
