@@ -40,7 +40,7 @@ from diffusers.utils.torch_utils import randn_tensor
 import scoresde_diffusers.schedulers
 from scoresde_diffusers.conditioning import Conditioning
 from scoresde_diffusers.schedulers import ScoreSdePCSchedulerMixin, ScoreSdeSchedulerMixin, VESDEScheduler, VPSDEScheduler
-from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_finite, check_num_levels, check_num_steps, compute_dtype
+from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_data_range, check_finite, check_num_levels, check_num_steps, compute_dtype
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -96,17 +96,6 @@ class ScoreSdePipelineOutput(BaseOutput):
 
     images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
     nfe: int
-
-
-def check_data_range(data_range: Sequence[float]) -> List[float]:
-    """`data_range` as a ``[low, high]`` list of floats (the form saved in model_index.json); a ValueError otherwise."""
-    try:
-        low, high = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}.") from None
-    if not low < high:
-        raise ValueError(f"data_range must satisfy low < high, got {data_range!r}.")
-    return [low, high]
 
 
 class ScoreSdePipelineMixin:

@@ -14,14 +14,13 @@ import torch
 
 from scoresde_diffusers.sampling.time_grids import TIME_GRIDS, t_from_noise_level, time_grid
 from scoresde_diffusers.sdes import sde_of_scheduler
-from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_num_levels, compute_dtype
+from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, check_data_range, check_num_levels, compute_dtype
 
 from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
 
 #: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
 PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step", "prior_mean")
-
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
@@ -50,8 +49,8 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS_TYPES)}, got {config.final_sigmas_type!r}.")
         if config.min_noise_level is not None and not config.min_noise_level > 0:
             raise ValueError(f"min_noise_level must be positive (or None: the model's smallest trained noise level), got {config.min_noise_level!r}.")
-        if config.data_range is not None and not (len(config.data_range) == 2 and float(config.data_range[0]) < float(config.data_range[1])):
-            raise ValueError(f"data_range must be (low, high) with low < high (or None: [-1, 1]), got {config.data_range!r}.")
+        if config.data_range is not None:
+            check_data_range(config.data_range)
         if config.num_levels is not None:
             check_num_levels(config.num_levels)
         if config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
@@ -96,7 +95,10 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
     def trained_noise_level(self) -> float:
         """The model's smallest trained noise level: u = sigma / m at `resolve_sampling_eps()`, the first time the
         model was trained on (1/N for ``discrete`` models): sigma_min for VE, about 0.01 for VP, 1e-4 for sub-VP."""
-        return float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(self.resolve_sampling_eps(), dtype=torch.float64))))
+        return self._noise_level_at(self.resolve_sampling_eps())
+
+    def _noise_level_at(self, t: float) -> float:
+        return float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(t, dtype=torch.float64))))
 
     @property
     def end_noise_level(self) -> float:
@@ -110,11 +112,11 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
 
     def _ode_grid(self, num_points: int, sampling_eps: Optional[float] = None) -> torch.Tensor:
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
-        ``min_noise_level`` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
+        `end_noise_level` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
         config = self.config
         t_end = self.resolve_sampling_eps(sampling_eps)
         u_end = self.end_noise_level
-        if float(torch.exp(-0.5 * self.sde.log_snr(torch.tensor(t_end, dtype=torch.float64)))) < u_end:
+        if self._noise_level_at(t_end) < u_end:
             t_end = t_from_noise_level(self.sde, u_end)
         if not t_end < self.sde.T:
             raise ValueError(f"The end noise level {u_end:g} (min_noise_level={config.min_noise_level}) is above the prior's noise level: the grid would be empty.")

@@ -1,6 +1,7 @@
 """Small tensor helpers shared by the SDEs, samplers and models."""
 
 import numbers
+from typing import List, Sequence
 
 import torch
 
@@ -72,6 +73,17 @@ def check_finite(tensor: torch.Tensor, name: str, hint: str) -> None:
 #: The data a pipeline or ODE scheduler assumes when told none: diffusers' 8-bit images, in [-1, 1].
 DEFAULT_DATA_RANGE = (-1.0, 1.0)
 DEFAULT_NUM_LEVELS = 256
+
+
+def check_data_range(data_range: Sequence[float]) -> List[float]:
+    """`data_range` as a ``[low, high]`` list of floats (the form saved in model_index.json); a ValueError otherwise."""
+    try:
+        low, high = (float(v) for v in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}.") from None
+    if not low < high:
+        raise ValueError(f"data_range must satisfy low < high, got {data_range!r}.")
+    return [low, high]
 
 
 def check_num_levels(num_levels) -> int:

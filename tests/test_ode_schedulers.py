@@ -296,7 +296,7 @@ def test_steps_out_of_order_are_an_error():
         ({"final_sigmas_type": "sigma_max"}, r"final_sigmas_type must be one of \['zero', 'sigma_min'\]"),
         ({"min_noise_level": 0.0}, "min_noise_level must be positive"),
         ({"max_noise_level": 0.01}, "max_noise_level must exceed min_noise_level"),
-        ({"data_range": (1.0, -1.0)}, "data_range must be"),
+        ({"data_range": (1.0, -1.0)}, "data_range must satisfy low < high"),
         ({"num_levels": 1}, "num_levels must be an integer >= 2"),
         ({"min_noise_level": 1000.0}, "above the prior's noise level"),
     ],
