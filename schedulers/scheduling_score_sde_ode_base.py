@@ -114,20 +114,26 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         """`num_points` decreasing times (float64) from T down to the time where the noise level u = sigma / m is
         `end_noise_level` (but not below `sampling_eps`), spaced by the ``time_spacing`` grid."""
         config = self.config
-        t_end = self.resolve_sampling_eps(sampling_eps)
-        u_end = self.end_noise_level
-        if self._noise_level_at(t_end) < u_end:
-            t_end = t_from_noise_level(self.sde, u_end)
+        t_end = self.end_time(sampling_eps)
         if not t_end < self.sde.T:
-            raise ValueError(f"The end noise level {u_end:g} (min_noise_level={config.min_noise_level}) is above the prior's noise level: the grid would be empty.")
+            raise ValueError(f"The end noise level {self.end_noise_level:g} (min_noise_level={config.min_noise_level}) is above the prior's noise level: the grid would be empty.")
         if num_points == 1:
             return torch.tensor([self.sde.T], dtype=torch.float64)
-        options = {}
+        return time_grid(config.time_spacing, self.sde, num_points - 1, t_min=t_end, **self.grid_options())
+
+    def grid_options(self) -> dict:
+        """The keywords of this scheduler's ``time_spacing`` grid function: ``max_noise`` (``log_snr``, when
+        ``max_noise_level`` is set), ``rho`` (``edm``)."""
+        config = self.config
         if config.time_spacing == "log_snr" and config.max_noise_level is not None:
-            options["max_noise"] = config.max_noise_level
-        if config.time_spacing == "edm":
-            options["rho"] = config.rho
-        return time_grid(config.time_spacing, self.sde, num_points - 1, t_min=t_end, **options)
+            return {"max_noise": config.max_noise_level}
+        return {"rho": config.rho} if config.time_spacing == "edm" else {}
+
+    def end_time(self, sampling_eps: Optional[float] = None) -> float:
+        """The time where the grid ends: where the noise level reaches `end_noise_level`, but not below
+        `sampling_eps` (the scheduler's by default, and the first time the model was trained on)."""
+        t_end = self.resolve_sampling_eps(sampling_eps)
+        return t_from_noise_level(self.sde, self.end_noise_level) if self._noise_level_at(t_end) < self.end_noise_level else t_end
 
     # ------------------------------------------------------------------ the two halves of every `step`
     def _begin_step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor):

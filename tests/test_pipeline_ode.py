@@ -289,3 +289,20 @@ def test_num_levels_is_saved_with_the_pipeline(tmp_path):
     assert ScoreSdeODEPipeline.from_pretrained(tmp_path).num_levels == 17
     with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
         ScoreSdeODEPipeline(unet=pipe.unet, scheduler=scheduler, num_levels=1)
+
+
+@pytest.mark.parametrize("num_levels", [256, 17])
+def test_exponential_solvers_run_on_the_ode_scheduler_grid(num_levels):
+    # `solver="unipc_3m"` (and any exponential integrator without a grid of its own) steps through the very times
+    # of the ODE scheduler: its spacing, from the prior to its derived end.
+    from scoresde_diffusers.sampling.ode_solvers import get_ode_solver
+
+    scheduler = VPSDEScheduler()
+    pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, num_levels=num_levels)
+    ode_scheduler = pipe.ode_scheduler()
+    ode_scheduler.set_timesteps(12)
+    eps = pipe.default_exponential_eps(None)
+    grid = pipe.time_grid("unipc_3m", get_ode_solver("unipc_3m"), 11, eps, None, None, torch.device("cpu"), torch.float64)
+    torch.testing.assert_close(grid, ode_scheduler.t_grid.double(), rtol=1e-9, atol=1e-12)
+    u_end = float(torch.exp(-0.5 * scheduler.sde.log_snr(grid[-1:])))
+    assert u_end == pytest.approx(max(ode_scheduler.trained_noise_level, 2.0 / (num_levels - 1)), rel=1e-6)

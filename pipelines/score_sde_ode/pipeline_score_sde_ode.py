@@ -41,25 +41,9 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     """
 
     #: The fixed-step solver used when `num_inference_steps` and grid arguments are given and no `solver`: UniPC-3
-    #: (DPM-Solver++(3M) with corrector) on the clipped logSNR grid with a last step to zero noise; see
-    #: docs/fast_sampling.md. (With `num_inference_steps` alone the pipeline runs `ode_scheduler()`'s steps.)
+    #: (DPM-Solver++(3M) with corrector), the most accurate on exact models; its grid is the ODE scheduler's (see
+    #: `time_grid`). (With `num_inference_steps` alone the pipeline runs `ode_scheduler()`'s steps.)
     default_fixed_step_solver = "unipc_3m"
-    #: Noise level u = sigma / m where the default grid of an exponential integrator ends (then steps to u = 0).
-    default_min_noise = 0.03
-    #: The first step of the default logSNR grid jumps from T to noise level u = factor * (data half-range) *
-    #: sqrt(D), 1.5 times the largest distance between two points of the data range: far above every distance
-    #: between modes the denoiser is nearly constant and the exponential integrator crosses that range exactly, so
-    #: the steps go where the modes form (`time_grids.log_snr_grid`'s ``max_noise``). 3 beat 2.5, 4, 5 and 10 on
-    #: both exact mixtures of docs/benchmarks.md at every NFE from 10 to 35.
-    max_noise_factor = 3.0
-
-    def default_max_noise(self) -> float:
-        """u at the end of the default grid's first jump: `max_noise_factor` * (high - low) / 2 * sqrt(D)."""
-        low, high = self.data_range
-        dim = 1
-        for size in self.sample_shape(1)[1:]:
-            dim *= size
-        return self.max_noise_factor * 0.5 * (high - low) * dim**0.5
 
     def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
         """Tweedie's E[x_0 | x_t = sample] = (x + sigma^2 s) / m from the model, at times `t` (B,); one evaluation.
@@ -119,20 +103,22 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         if num_inference_steps is None:
             raise ValueError(f"Fixed-step solver {name!r} needs num_inference_steps (or a custom `timesteps` grid).")
         if time_spacing is None:
-            # Exponential integrators: the logSNR grid with one jump from T to `default_max_noise` (their default).
+            # Exponential integrators: the grid of the ODE scheduler (its spacing and options), whose steps they take.
             if requires_sde(solver):
+                ode_scheduler = self.ode_scheduler()
                 num_inference_steps = check_num_steps(num_inference_steps)
-                return self.scheduler.time_grid("log_snr", num_inference_steps, t_min=eps, device=device, dtype=dtype, max_noise=self.default_max_noise())
+                spacing = ode_scheduler.config.time_spacing
+                return self.scheduler.time_grid(spacing, num_inference_steps, t_min=eps, device=device, dtype=dtype, **ode_scheduler.grid_options())
             time_spacing = "uniform"
         return self.scheduler.fixed_step_grid(num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
 
     def default_exponential_eps(self, sampling_eps: Optional[float]) -> float:
-        """End time of an exponential integrator's grid: `sampling_eps` if given, else the time of noise level
-        `default_min_noise` (at least the scheduler's ``sampling_eps``)."""
+        """End time of an exponential integrator's grid: `sampling_eps` if given, else the ODE scheduler's
+        `end_time` (where the noise level reaches the larger of the model's smallest trained level and one level
+        of the data, then the last step goes to zero noise)."""
         if sampling_eps is not None:
             return self.resolve_sampling_eps(sampling_eps)
-        eps = max(self.scheduler.t_from_noise_level(self.default_min_noise), self.resolve_sampling_eps(None))
-        return self.resolve_sampling_eps(min(eps, 0.5 * self.scheduler.T))
+        return self.ode_scheduler().end_time()
 
     def solve_flow(
         self,
@@ -386,10 +372,10 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
             rtol (`float`, defaults to 1e-5): relative tolerance of an adaptive solver; positive.
             atol (`float`, defaults to 1e-5): absolute tolerance of an adaptive solver; positive.
             sampling_eps (`float`, *optional*): the end time; defaults to the scheduler's ``sampling_eps``, and for
-                exponential integrators to the time of noise level `default_min_noise` (sigma / m = 0.03).
+                exponential integrators to the ODE scheduler's `end_time` (its `end_noise_level`).
             time_spacing (`str`, *optional*): grid of a fixed-step solver, a name in `TIME_GRIDS`: ``"uniform"`` in
-                t (score_sde), ``"quadratic"``, ``"log_sigma"``, ``"log_snr"``, ``"edm"``. By default ``"log_snr"``
-                with a first jump to noise level 3 sqrt(D) (`default_max_noise`) for exponential integrators, ``"uniform"`` else.
+                t (score_sde), ``"quadratic"``, ``"log_sigma"``, ``"log_snr"``, ``"edm"``. By default the ODE
+                scheduler's grid for exponential integrators (``"edm"``, rho = 7), ``"uniform"`` else.
             timesteps (`Sequence[float]`, *optional*): a custom decreasing grid of continuous times for a fixed-step
                 solver, instead of `num_inference_steps`.
             latents (`torch.Tensor`, *optional*): standard normal noise of shape (batch_size, *sample shape) to start
