@@ -19,7 +19,8 @@ from scoresde_diffusers.utils import DEFAULT_DATA_RANGE, DEFAULT_NUM_LEVELS, che
 from .scheduling_score_sde_base import ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
 from .scheduling_vp_sde import ddpm_betas_to_vp, drop_ddpm_schedule_keys, vp_to_ddpm_betas
 
-#: Config keys of the predictor-corrector schedulers that mean nothing to an ODE scheduler.
+#: Config keys of the predictor-corrector schedulers that an ODE scheduler does not take: the PC sampler's own, and
+#: VE's ``prior_mean`` (the ODE pipeline centres the prior at the centre of its ``data_range``).
 PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step", "prior_mean")
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
