@@ -133,8 +133,8 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
     def end_time(self, sampling_eps: Optional[float] = None) -> float:
         """The time where the grid ends: where the noise level reaches `end_noise_level`, but not below
         `sampling_eps` (the scheduler's by default, and the first time the model was trained on)."""
-        t_end = self.resolve_sampling_eps(sampling_eps)
-        return t_from_noise_level(self.sde, self.end_noise_level) if self._noise_level_at(t_end) < self.end_noise_level else t_end
+        t_end, u_end = self.resolve_sampling_eps(sampling_eps), self.end_noise_level
+        return t_from_noise_level(self.sde, u_end) if self._noise_level_at(t_end) < u_end else t_end
 
     # ------------------------------------------------------------------ the two halves of every `step`
     def _begin_step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor):

@@ -86,8 +86,10 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         timesteps: Optional[Sequence[float]],
         device: torch.device,
         dtype: torch.dtype,
+        ode_scheduler=None,
     ) -> torch.Tensor:
-        """Decreasing continuous times from T to eps: the two end points for an adaptive solver, else the grid."""
+        """Decreasing continuous times from T to eps: the two end points for an adaptive solver, else the grid (for
+        an exponential integrator without a `time_spacing`, that of `ode_scheduler`, by default `ode_scheduler()`)."""
         T = self.scheduler.T
         if timesteps is not None:
             if is_adaptive(solver):
@@ -105,20 +107,20 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         if time_spacing is None:
             # Exponential integrators: the grid of the ODE scheduler (its spacing and options), whose steps they take.
             if requires_sde(solver):
-                ode_scheduler = self.ode_scheduler()
+                ode_scheduler = self.ode_scheduler() if ode_scheduler is None else ode_scheduler
                 num_inference_steps = check_num_steps(num_inference_steps)
                 spacing = ode_scheduler.config.time_spacing
                 return self.scheduler.time_grid(spacing, num_inference_steps, t_min=eps, device=device, dtype=dtype, **ode_scheduler.grid_options())
             time_spacing = "uniform"
         return self.scheduler.fixed_step_grid(num_inference_steps, eps, time_spacing, device=device, dtype=dtype)
 
-    def default_exponential_eps(self, sampling_eps: Optional[float]) -> float:
-        """End time of an exponential integrator's grid: `sampling_eps` if given, else the ODE scheduler's
-        `end_time` (where the noise level reaches the larger of the model's smallest trained level and one level
-        of the data, then the last step goes to zero noise)."""
+    def default_exponential_eps(self, sampling_eps: Optional[float], ode_scheduler=None) -> float:
+        """End time of an exponential integrator's grid: `sampling_eps` if given, else the `end_time` of
+        `ode_scheduler` (by default `ode_scheduler()`): where the noise level reaches the larger of the model's
+        smallest trained level and one level of the data, then the last step goes to zero noise."""
         if sampling_eps is not None:
             return self.resolve_sampling_eps(sampling_eps)
-        return self.ode_scheduler().end_time()
+        return (self.ode_scheduler() if ode_scheduler is None else ode_scheduler).end_time()
 
     def solve_flow(
         self,
@@ -202,7 +204,14 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
             raise ValueError(f"callback_on_step_end needs a fixed-step solver (euler, heun, rk4); {name!r} is adaptive.")
         scheduler_steps = self.uses_scheduler_steps(solver, num_inference_steps, timesteps, sampling_eps=sampling_eps, time_spacing=time_spacing, denoise=denoise)
         exponential = requires_sde(ode_solver)
-        eps = self.default_exponential_eps(sampling_eps) if exponential and timesteps is None else self.resolve_sampling_eps(sampling_eps)
+        # Built once: the scheduler path runs its steps, an exponential solver takes its grid and end.
+        ode_scheduler = self.ode_scheduler() if exponential else None
+        if scheduler_steps:
+            eps = None  # the scheduler's own grid
+        elif exponential and timesteps is None:
+            eps = self.default_exponential_eps(sampling_eps, ode_scheduler)
+        else:
+            eps = self.resolve_sampling_eps(sampling_eps)
         # An exponential integrator's last step goes to zero noise itself (extrapolated along the ODE, no extra
         # evaluation beyond the one at the last grid time); the others take score_sde's Tweedie step if asked.
         denoise = exponential if denoise is None else bool(denoise)
@@ -214,9 +223,9 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         device, dtype = self._execution_device, self._state_dtype()
         sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
         if scheduler_steps:  # an ODE scheduler (the pipeline's, or the default one): its grid and steps, in diffusers' loop
-            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, self.ode_scheduler(), conditioning)
+            sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, ode_scheduler, conditioning)
             return self.finish(sample, output_type, return_dict, conditioning)
-        t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype)
+        t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype, ode_scheduler)
         self.reset_nfe()
 
         # 3. Solve the probability-flow ODE from 1 to eps, with the user's callback after every fixed step.
