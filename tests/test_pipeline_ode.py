@@ -237,7 +237,7 @@ def test_bad_encode_decode_input(pipe):
 @pytest.mark.parametrize("scheduler_class", [VPSDEScheduler, SubVPSDEScheduler])
 def test_the_default_is_the_ode_scheduler_in_diffusers_own_loop(scheduler_class):
     """`ScoreSdeODEPipeline`'s default and `ScoreSdeDPMSolverMultistepScheduler.from_config(...)` swapped into
-    diffusers' `DDPMPipeline`, told the data range and dimension the pipeline knows, are one sampler: same generator,
+    diffusers' `DDPMPipeline`, told the data range and levels the pipeline knows, are one sampler: same generator,
     same samples. (Not VE: `DDPMPipeline` draws its prior with unit variance, ignoring `init_noise_sigma`.)"""
     from diffusers import DDPMPipeline
 
