@@ -40,6 +40,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_DIR = os.path.join(ROOT, "tests", "fixtures", "conversion")
 FIXTURES = sorted(f[: -len(".safetensors")] for f in os.listdir(FIXTURE_DIR) if f.endswith(".safetensors") and not f.startswith("weights_"))
 CONFIG_FIXTURES = [f for f in FIXTURES if not f.startswith("variant_")]
+# Of the output's scale (at least 1): float32 kernels round differently from one CPU to another (AVX2 and AVX-512
+# differ by up to 1.3e-6 of the scale on these networks, whose VE outputs reach 150), and a conversion error is O(1).
 TOLERANCE = 1e-5
 
 
@@ -100,6 +102,11 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max())
 
 
+def matches_score_sde(output: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Whether `output` is score_sde's `reference` up to float32 rounding: TOLERANCE of the larger of 1 and max |reference|."""
+    return max_abs_diff(output.detach(), reference) <= TOLERANCE * max(1.0, float(reference.abs().max()))
+
+
 # ---------------------------------------------------------------------------------------------------- exactness
 @pytest.mark.parametrize("name", FIXTURES)
 def test_converted_network_reproduces_score_sde_outputs(name, tmp_path):
@@ -107,7 +114,7 @@ def test_converted_network_reproduces_score_sde_outputs(name, tmp_path):
     checkpoint = load_score_sde_checkpoint(fixture.save_checkpoint(tmp_path))
     model = convert_score_sde_model(checkpoint, fixture.config, **fixture.overrides)
     output = model(fixture.data["x"], fixture.data["labels"]).sample
-    assert max_abs_diff(output, fixture.data["model_output"]) <= TOLERANCE
+    assert matches_score_sde(output, fixture.data["model_output"])
 
 
 @pytest.mark.parametrize("name", CONFIG_FIXTURES)
@@ -180,7 +187,7 @@ def test_weights_model_converts_the_raw_weights(tmp_path):
     checkpoint = load_score_sde_checkpoint(fixture.save_checkpoint(tmp_path, weights_in="model"))
     model = convert_score_sde_model(checkpoint, fixture.config, weights="model", **fixture.overrides)
     output = model(fixture.data["x"], fixture.data["labels"]).sample
-    assert max_abs_diff(output, fixture.data["model_output"]) <= TOLERANCE
+    assert matches_score_sde(output, fixture.data["model_output"])
 
 
 def test_ema_weights_are_the_default(tmp_path):
@@ -215,7 +222,7 @@ def test_cli_writes_a_pipeline_folder_that_loads_and_samples(name, scheduler_cla
     assert pipe.scheduler.config.timestep_type == fixture.config.timestep_type
     assert pipe.scheduler.config.prediction_type == fixture.config.prediction_type
     output = pipe.unet(fixture.data["x"], fixture.data["labels"]).sample
-    assert max_abs_diff(output, fixture.data["model_output"]) <= TOLERANCE
+    assert matches_score_sde(output, fixture.data["model_output"])
     images = pipe(batch_size=1, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert images.shape == (1, 3, 8, 8) and torch.isfinite(images).all()
 
