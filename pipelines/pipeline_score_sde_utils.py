@@ -278,7 +278,7 @@ class ScoreSdePipelineMixin:
 
     def prepare_latents(self, batch_size: int, dtype: torch.dtype, device: torch.device, generator, latents, scheduler=None):
         """The prior sample x_1 = `prior_mean` + `init_noise_sigma` * z, with z drawn here or given as `latents`
-        (standard normal); the prior's mean is the scheduler's ``prior_mean`` of the centre of `data_range`."""
+        (standard normal); the prior's mean is the scheduler's ``prior_mean`` of the pipeline's `data_mean`."""
         scheduler = self.scheduler if scheduler is None else scheduler
         shape = self.sample_shape(batch_size)
         self.check_generator(generator, shape[0])
@@ -287,7 +287,27 @@ class ScoreSdePipelineMixin:
         else:
             self.check_sample(latents, batch_size, name="latents")
             latents = latents.to(device=device, dtype=dtype)
-        return latents * scheduler.init_noise_sigma + scheduler.prior_mean(self.data_center)
+        return latents * scheduler.init_noise_sigma + scheduler.prior_mean(self.data_mean(scheduler, dtype, device))
+
+    def data_mean(self, scheduler=None, dtype: torch.dtype = torch.float32, device=None) -> Union[float, torch.Tensor]:
+        """The data's mean E[x_0] that centres the prior (`scheduler.prior_mean`). The centre of `data_range`,
+        unless the prior depends on it (`scheduler.data_mean_matters`: a VE SDE keeps the data's mean at t = 1,
+        and with a sigma_max of the data's size, e.g. score_sde's largest-distance rule on low-dimensional data,
+        a mean off by d costs d^2 / (2 sigma_max^2) nats per entry). Then the model says where the data is:
+        Tweedie's E[x_0 | x_1 = c] at the prior's centre c (`scheduler.get_denoised`; Efron 2011, sec. 2),
+        which is E[x_0] up to Var[x_0] / (sigma_max^2 + Var[x_0]) of c's offset from it. One evaluation
+        on one sample, shared by the batch (so a sample depends on its own latents only); clamped to
+        `data_range`; a tensor of one sample's shape with a batch dimension of 1."""
+        scheduler = self.scheduler if scheduler is None else scheduler
+        if not scheduler.data_mean_matters(self.data_range):
+            return self.data_center
+        centre = torch.full(self.sample_shape(1), float(scheduler.prior_mean(self.data_center)), device=device, dtype=dtype)
+        t = torch.full((1,), float(scheduler.T), device=device, dtype=dtype)
+        model_output = self.call_model(centre, scheduler.t_to_timestep(t), scheduler)
+        estimate = scheduler.get_denoised(model_output.to(dtype), centre, t)
+        check_finite(estimate, "the model's E[x_0 | x_1] at the prior's centre", "check the model's weights and dtype, and that it was trained up to t = 1.")
+        low, high = self.data_range
+        return estimate.clamp(low, high)
 
     # ------------------------------------------------------------------ the model
     @property
@@ -425,9 +445,9 @@ class ScoreSdePipelineMixin:
 
         # 2. The prior sample x_1 and the grid.
         device = self._execution_device
+        self.reset_nfe()  # before the prior: it may ask the model for the data's mean (`data_mean`)
         sample = self.prepare_latents(batch_size, self.unet.dtype, device, generator, latents, scheduler)
         scheduler.set_timesteps(num_inference_steps, device=device)
-        self.reset_nfe()
         last = num_inference_steps - 1
 
         # 3. At each time: corrector steps at t_i, then the predictor step t_i -> t_{i+1} (Algorithms 2-3).

@@ -36,9 +36,10 @@ from scoresde_diffusers.pipelines import (
 )
 
 PIPELINES = [ScoreSdePCPipeline, ScoreSdeODEPipeline, ScoreSdeLikelihoodPipeline, ScoreSdeInpaintPipeline]
-# Settings that differ from both libraries' defaults, so that each one visibly comes from the folder.
+# Settings that differ from both libraries' defaults, so that each one visibly comes from the folder. The DDPM chain
+# ends near N(0, I) (alpha_bar_N = 2e-4), as DDPMPipeline's prior assumes.
 VE_SETTINGS = {"num_train_timesteps": 200, "sigma_min": 0.02, "sigma_max": 5.0, "snr": 0.17, "correct_steps": 2, "sampling_eps": 1e-4}
-DDPM_SETTINGS = {"num_train_timesteps": 50, "beta_start": 2e-4, "beta_end": 0.03, "prediction_type": "v_prediction", "clip_sample": False}
+DDPM_SETTINGS = {"num_train_timesteps": 50, "beta_start": 2e-4, "beta_end": 0.3, "prediction_type": "v_prediction", "clip_sample": False}
 
 
 def ncsnpp_unet():

@@ -17,6 +17,7 @@ from scoresde_diffusers.models.mixture_family import (
     random_mixture,
 )
 from scoresde_diffusers.pipelines import ScoreSdeODEPipeline
+from scoresde_diffusers.pipelines.pipeline_score_sde_utils import ScoreSdePipelineMixin
 from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler
 from scoresde_diffusers.sampling.parametrization import from_score
 
@@ -220,6 +221,28 @@ def test_default_ode_sampler_reaches_the_floor_on_pinned_members(seed, sde, para
 )
 def test_the_log_snr_grid_reaches_vp_and_subvp_pinned_members_at_35_nfe(seed, sde, parametrization, factor):
     assert_at_the_floor(default_ode_metrics(seed, sde, parametrization, factor, nfe=35, time_spacing="log_snr"))
+
+
+# VE at score_sde's rule (sigma_max = the data's largest pairwise distance, factor 1): a mean off by d costs the prior
+# d^2 / (2 sigma_max^2) nats per entry, so the pipelines take the prior's mean from the model
+# (`ScoreSdePipelineMixin.data_mean`). Members whose data mean is far from the range's centre (rms 0.12 to 0.93
+# sigma_max): at 35 NFE, badness 0.88 / 0.45 / 0.22 with the model's mean, 2.87 / 2.12 / 18.1 with the range's centre.
+VE_AT_THE_RULE = [
+    (4, "sigma_score"),  # D = 5, 2 modes in [0, 1]
+    (7, "sigma_score"),  # D = 3, 2 modes in [-1, 1]
+    (11, "sigma_score"),  # D = 3, one mode in [0, 1], sigma_max = 0.24
+]
+
+
+@pytest.mark.parametrize("seed, parametrization", VE_AT_THE_RULE)
+def test_default_ode_sampler_reaches_the_floor_on_ve_members_at_score_sdes_rule(seed, parametrization):
+    assert_at_the_floor(default_ode_metrics(seed, "ve", parametrization, 1.0, nfe=35))
+
+
+def test_a_prior_centred_on_the_data_range_misses_an_off_centre_ve_member_at_the_rule(monkeypatch):
+    monkeypatch.setattr(ScoreSdePipelineMixin, "data_mean", lambda self, *args, **kwargs: self.data_center)
+    metrics = default_ode_metrics(11, "ve", "sigma_score", 1.0, nfe=35)
+    assert metrics["logp_gap"] > 0.1 and metrics["badness"] > 5, metrics
 
 
 # One mode of std 0.030-0.19 in 3-D [0, 1]. A grid ending at the absolute noise level 0.03 (the earlier default),

@@ -91,8 +91,8 @@ class ScoreSdeAdaptivePipeline(ScoreSdePipelineMixin, DiffusionPipeline):
 
         # 2. The prior sample x_1.
         device, dtype = self._execution_device, compute_dtype(self.unet.dtype)
+        self.reset_nfe()  # before the prior: it may ask the model for the data's mean (`data_mean`)
         sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
-        self.reset_nfe()
 
         # 3. The adaptive solve; the model is called through `model_score`, which counts evaluations.
         with self.progress_bar(total=100) as progress_bar:

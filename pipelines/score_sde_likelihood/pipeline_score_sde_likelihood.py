@@ -264,8 +264,10 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
         else:
             y = data.to(device=device, dtype=dtype)
 
-        # 3. One solve of the augmented probability-flow ODE from eps to T, with a progress bar over time.
+        # 3. One solve of the augmented probability-flow ODE from eps to T, with a progress bar over time; the
+        # prior term is the sampling pipelines' prior (its mean from `data_mean`).
         self.reset_nfe()
+        data_mean = self.data_mean(self.scheduler, dtype, device)
         T = self.scheduler.T
         with self.progress_bar(total=100) as progress_bar:
 
@@ -276,7 +278,7 @@ class ScoreSdeLikelihoodPipeline(ProbabilityFlowMixin, DiffusionPipeline):
                 return self.probability_flow_drift(x, t)
 
             result = self.scheduler.probability_flow_log_likelihood(
-                drift, y, eps, data_mean=self.data_center, divergence=divergence, probe_type=probe_type,
+                drift, y, eps, data_mean=data_mean, divergence=divergence, probe_type=probe_type,
                 num_probes=num_probes, solver=name, num_steps=num_inference_steps, rtol=rtol, atol=atol,
                 generator=generator, **(solver_options or {}),
             )

@@ -221,12 +221,12 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
 
         # 2. The prior sample x_1 and the grid of times.
         device, dtype = self._execution_device, self._state_dtype()
+        self.reset_nfe()  # before the prior: it may ask the model for the data's mean (`data_mean`)
         sample = self.prepare_latents(batch_size, dtype, device, generator, latents)
         if scheduler_steps:  # an ODE scheduler (the pipeline's, or the default one): its grid and steps, in diffusers' loop
             sample = self.scheduler_loop(sample, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs, ode_scheduler, conditioning)
             return self.finish(sample, output_type, return_dict, conditioning)
         t_grid = self.time_grid(name, ode_solver, grid_steps, eps, time_spacing, timesteps, device, dtype, ode_scheduler)
-        self.reset_nfe()
 
         # 3. Solve the probability-flow ODE from 1 to eps, with the user's callback after every fixed step.
         callback = None
@@ -299,7 +299,6 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         (with no generator: the ODE draws no noise)."""
         scheduler = self.scheduler if scheduler is None else scheduler
         scheduler.set_timesteps(num_inference_steps, device=sample.device)
-        self.reset_nfe()
         with self.progress_bar(total=len(scheduler.timesteps)) as progress_bar:
             for i, t in enumerate(scheduler.timesteps):
                 sample, model_output = self.conditioned_model_output(sample, t, scheduler, None, conditioning)
@@ -474,5 +473,5 @@ class ScoreSdeODEPipeline(ProbabilityFlowMixin, DiffusionPipeline):
     ) -> torch.Tensor:
         """The data point (at t = `sampling_eps`) of latents x_1: the probability-flow ODE solved from 1 to eps, the
         inverse of `encode` (up to the solver's error). `latents` are x_1 itself, not standard normal noise: for
-        a prior sample, ``scheduler.prior_mean(pipe.data_center) + init_noise_sigma * randn``. Returns a tensor in the model's data range."""
+        a prior sample, ``scheduler.prior_mean(pipe.data_mean()) + init_noise_sigma * randn``. Returns a tensor in the model's data range."""
         return self._transport(latents, False, solver, num_inference_steps, rtol, atol, sampling_eps, time_spacing, solver_options)

@@ -9,7 +9,7 @@ eqs. (5), (6), (13) and Appendix B.
 import abc
 import inspect
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -146,13 +146,22 @@ class SDE(abc.ABC):
         return torch.ones_like(t)
 
     # ------------------------------------------------------------------ prior
-    def prior_mean(self, data_mean: float = 0.0) -> float:
-        """Mean of the prior: m(T) times the data's mean. The forward process carries the data's mean to
-        m(T) E[x_0] (Song et al. 2021, Appendix B, eqs. 29 and 33: p_0t(x(t) | x(0)) has mean m(t) x(0)); for VP and
-        sub-VP m(T) = exp(-(beta_min + beta_max) / 4) is about 0.007, so N(0, I) is exact, but VE keeps the whole
-        mean (m = 1): for data in [0, 1] and a sigma_max of the size of the data, N(0, sigma_max^2 I) is off by
-        |E[x_0]|^2 / (2 sigma_max^2) nats, which the probability-flow ODE carries to the samples' mode weights."""
-        return float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64))) * float(data_mean)
+    def prior_mean(self, data_mean: Union[float, torch.Tensor] = 0.0) -> Union[float, torch.Tensor]:
+        """Mean of the prior: m(T) times the data's mean (a number, or a tensor of one entry per data entry). The
+        forward process carries the data's mean to m(T) E[x_0] (Song et al. 2021, Appendix B, eqs. 29 and 33:
+        p_0t(x(t) | x(0)) has mean m(t) x(0)); for VP and sub-VP m(T) = exp(-(beta_min + beta_max) / 4) is about
+        0.007, so N(0, I) is exact, but VE keeps the whole mean (m = 1): for data in [0, 1] and a sigma_max of the
+        size of the data, N(0, sigma_max^2 I) is off by |E[x_0]|^2 / (2 sigma_max^2) nats (`prior_mean_mismatch`),
+        which the probability-flow ODE carries to the samples' mode weights."""
+        coeff = float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64)))
+        return coeff * data_mean if isinstance(data_mean, torch.Tensor) else coeff * float(data_mean)
+
+    def prior_mean_mismatch(self, mean_error: float) -> float:
+        """Nats per data entry that the prior loses when the data's mean it is given is off by `mean_error` in
+        every entry: KL(N(m(T) (mu + d), s^2) || N(m(T) mu, s^2)) = (m(T) d)^2 / (2 s^2) for the prior's standard
+        deviation s (Song et al. 2021, Appendix B, eqs. 29 and 33 for m(T))."""
+        coeff = float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64)))
+        return 0.5 * (coeff * float(mean_error) / self.prior_std) ** 2
 
     def prior_sampling(
         self,
