@@ -56,20 +56,26 @@ def test_saved_diffusers_ve_configs_keep_their_zero_mean_prior(tmp_path):
     assert VESDEScheduler().prior_mean(0.5) == 0.5
 
 
-def test_likelihood_uses_the_same_prior_as_sampling():
-    # The ODE likelihood's prior term is log N(x_1; prior_mean, sigma_max^2 I): with the exact Gaussian the total is
-    # the exact log-density, which a zero-mean prior would miss by about |MU|^2 D / (2 sigma_max^2) = 0.5 nats.
+def likelihood_error_beyond_the_prior_variance(mean: float) -> float:
+    """Mean of (the ODE likelihood of exact draws of N(mean, STD^2 I) in [0, 1], VE sigma_max = 1) - (the exact
+    log-density), with the one difference that is left taken out: the exact p_1 is N(mean, (STD^2 + 1) I), not the
+    prior N(mean, I)."""
     scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
-    model = gaussian(scheduler)
+    model = GaussianMixtureScoreModel.from_mixture([1.0], [[mean] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
     pipe = ScoreSdeLikelihoodPipeline(unet=model, scheduler=scheduler, data_range=(0.0, 1.0))
     pipe.set_progress_bar_config(disable=True)
     x = model.sample_data(64, generator=torch.Generator().manual_seed(1))
     out = pipe(x, divergence="exact", rtol=1e-6, atol=1e-6, sampling_eps=1e-5)
     exact = model.log_prob(x, t=torch.full((64,), 1e-5, dtype=torch.float64))
-    # The exact p_1 is N(MU, (STD^2 + 1) I), not N(MU, I): that difference is the only one left.
-    p1 = torch.distributions.Normal(MU, math.sqrt(STD**2 + 1.0))
-    prior_gap = (p1.log_prob(out.latents).sum(1) - scheduler.prior_log_prob(out.latents, 0.5)).mean()
-    assert float((out.log_likelihood - exact).mean() + prior_gap) == pytest.approx(0.0, abs=0.02)
+    p1 = torch.distributions.Normal(mean, math.sqrt(STD**2 + 1.0))
+    prior_gap = (p1.log_prob(out.latents).sum(1) - scheduler.prior_log_prob(out.latents, mean)).mean()
+    return float((out.log_likelihood - exact).mean() + prior_gap)
+
+
+def test_likelihood_uses_the_same_prior_as_sampling():
+    # The ODE likelihood's prior term is log N(x_1; prior_mean, sigma_max^2 I): with the exact Gaussian the total is
+    # the exact log-density, which a zero-mean prior would miss by about |MU|^2 D / (2 sigma_max^2) = 0.5 nats.
+    assert likelihood_error_beyond_the_prior_variance(MU) == pytest.approx(0.0, abs=0.02)
 
 
 # ---------------------------------------------------------------- the data's mean from the model
@@ -139,15 +145,6 @@ def test_a_sample_depends_on_its_own_latents_only():
 
 
 def test_likelihood_of_off_centre_data_is_exact_up_to_the_prior_variance():
-    # As test_likelihood_uses_the_same_prior_as_sampling, with the data's mean off the range's centre: the prior
-    # centred at 0.5 would miss log p by 0.3^2 D / 2 = 0.18 nats, the model's estimate by 0.003^2 D / 2.
-    scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
-    model = off_centre_gaussian(scheduler)
-    pipe = ScoreSdeLikelihoodPipeline(unet=model, scheduler=scheduler, data_range=(0.0, 1.0))
-    pipe.set_progress_bar_config(disable=True)
-    x = model.sample_data(64, generator=torch.Generator().manual_seed(1))
-    out = pipe(x, divergence="exact", rtol=1e-6, atol=1e-6, sampling_eps=1e-5)
-    exact = model.log_prob(x, t=torch.full((64,), 1e-5, dtype=torch.float64))
-    p1 = torch.distributions.Normal(OFF_CENTRE, math.sqrt(STD**2 + 1.0))
-    prior_gap = (p1.log_prob(out.latents).sum(1) - scheduler.prior_log_prob(out.latents, OFF_CENTRE)).mean()
-    assert float((out.log_likelihood - exact).mean() + prior_gap) == pytest.approx(0.0, abs=0.02)
+    # With the data's mean off the range's centre: the prior centred at 0.5 would miss log p by 0.3^2 D / 2 = 0.18
+    # nats, the model's estimate by 0.003^2 D / 2.
+    assert likelihood_error_beyond_the_prior_variance(OFF_CENTRE) == pytest.approx(0.0, abs=0.02)
