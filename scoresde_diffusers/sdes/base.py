@@ -153,15 +153,18 @@ class SDE(abc.ABC):
         0.007, so N(0, I) is exact, but VE keeps the whole mean (m = 1): for data in [0, 1] and a sigma_max of the
         size of the data, N(0, sigma_max^2 I) is off by |E[x_0]|^2 / (2 sigma_max^2) nats (`prior_mean_mismatch`),
         which the probability-flow ODE carries to the samples' mode weights."""
-        coeff = float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64)))
+        coeff = self._prior_mean_coeff()
         return coeff * data_mean if isinstance(data_mean, torch.Tensor) else coeff * float(data_mean)
 
     def prior_mean_mismatch(self, mean_error: float) -> float:
         """Nats per data entry that the prior loses when the data's mean it is given is off by `mean_error` in
         every entry: KL(N(m(T) (mu + d), s^2) || N(m(T) mu, s^2)) = (m(T) d)^2 / (2 s^2) for the prior's standard
         deviation s (Song et al. 2021, Appendix B, eqs. 29 and 33 for m(T))."""
-        coeff = float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64)))
-        return 0.5 * (coeff * float(mean_error) / self.prior_std) ** 2
+        return 0.5 * (self._prior_mean_coeff() * float(mean_error) / self.prior_std) ** 2
+
+    def _prior_mean_coeff(self) -> float:
+        """m(T), the factor of the data's mean in the prior's mean."""
+        return float(self.marginal_mean_coeff(torch.tensor(self.T, dtype=torch.float64)))
 
     def prior_sampling(
         self,
