@@ -16,8 +16,8 @@ from scoresde_diffusers.pipelines import ScoreSdeLikelihoodPipeline, ScoreSdeODE
 MU, STD, DIM = 0.5, 0.1, 4
 
 
-def gaussian(scheduler):
-    return GaussianMixtureScoreModel.from_mixture([1.0], [[MU] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
+def gaussian(scheduler, mean: float = MU):
+    return GaussianMixtureScoreModel.from_mixture([1.0], [[mean] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
 
 
 @pytest.mark.parametrize("scheduler_class", [VESDEScheduler, VPSDEScheduler, SubVPSDEScheduler])
@@ -61,7 +61,7 @@ def likelihood_error_beyond_the_prior_variance(mean: float) -> float:
     log-density), with the one difference that is left taken out: the exact p_1 is N(mean, (STD^2 + 1) I), not the
     prior N(mean, I)."""
     scheduler = VESDEScheduler(sigma_min=0.01, sigma_max=1.0)
-    model = GaussianMixtureScoreModel.from_mixture([1.0], [[mean] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
+    model = gaussian(scheduler, mean)
     pipe = ScoreSdeLikelihoodPipeline(unet=model, scheduler=scheduler, data_range=(0.0, 1.0))
     pipe.set_progress_bar_config(disable=True)
     x = model.sample_data(64, generator=torch.Generator().manual_seed(1))
@@ -83,7 +83,7 @@ OFF_CENTRE = 0.2  # a data mean 0.3 from the centre of [0, 1]: 0.3^2 / 2 = 0.045
 
 
 def off_centre_gaussian(scheduler):
-    return GaussianMixtureScoreModel.from_mixture([1.0], [[OFF_CENTRE] * DIM], torch.full((1,), STD), scheduler=scheduler).double()
+    return gaussian(scheduler, OFF_CENTRE)
 
 
 def test_ve_with_a_sigma_max_of_the_datas_size_asks_the_model_for_the_data_mean():
