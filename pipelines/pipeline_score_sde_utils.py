@@ -173,10 +173,22 @@ class ScoreSdePipelineMixin:
     def from_pipe(cls, pipeline, **kwargs):
         """diffusers' `from_pipe`: this pipeline made of another's components and config (``data_range``,
         ``num_levels``), e.g. ``ScoreSdeODEPipeline.from_pipe(pc_pipe)``. The score model carries over whatever its
-        class (diffusers keeps a model only when its class is the one the signature names, and ours names none)."""
+        class (diffusers keeps a model only when its class is the one the signature names, and ours names none),
+        and so does its dtype unless ``dtype`` says otherwise (diffusers casts to float32 by default, which would
+        silently turn a float64 or float16 pipeline into a float32 one)."""
         expected, _ = cls._get_signature_keys(cls)
         components = {name: c for name, c in pipeline.components.items() if name in expected and name not in kwargs}
-        return super().from_pipe(pipeline, **components, **kwargs)
+        if "torch_dtype" in kwargs or "dtype" in kwargs:
+            return super().from_pipe(pipeline, **components, **kwargs)
+        # The dtype is the one the models already have: nothing is cast, so diffusers' warning about casting with
+        # `to()` would be about a cast that does not happen.
+        cast_warnings = diffusers.utils.logging.get_logger("diffusers.models.modeling_utils")
+        level = cast_warnings.level
+        cast_warnings.setLevel(diffusers.utils.logging.ERROR)
+        try:
+            return super().from_pipe(pipeline, **components, dtype=pipeline.dtype, **kwargs)
+        finally:
+            cast_warnings.setLevel(level)
 
     # ------------------------------------------------------------------ configuration
     def register_data_range(self, data_range: Sequence[float] = DEFAULT_DATA_RANGE, num_levels: int = DEFAULT_NUM_LEVELS) -> None:

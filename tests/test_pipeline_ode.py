@@ -282,6 +282,15 @@ def test_from_pipe_carries_the_data_range_and_levels():
     assert (ode.unet, ode.scheduler, ode.data_range, ode.num_levels) == (pc.unet, pc.scheduler, (0.0, 1.0), 17)
 
 
+def test_from_pipe_keeps_the_model_dtype_without_a_cast_warning(capsys):
+    scheduler = VPSDEScheduler()
+    pc = ScoreSdePCPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler).double(), scheduler=scheduler)
+    ode = ScoreSdeODEPipeline.from_pipe(pc)
+    assert ode.unet.dtype == torch.float64
+    assert "float32" not in capsys.readouterr().err
+    assert ScoreSdeODEPipeline.from_pipe(pc, dtype=torch.float32).unet.dtype == torch.float32
+
+
 def test_num_levels_is_saved_with_the_pipeline(tmp_path):
     scheduler = VPSDEScheduler()
     pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, num_levels=17)
