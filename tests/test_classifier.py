@@ -128,3 +128,26 @@ def test_classifier_checkpoints_hold_only_safetensors_and_json(tmp_path):
         assert files and all(f.endswith((".safetensors", ".json")) for f in files), files
     resumed = train_classifier(dataset="four_gaussians", output_dir=str(tmp_path), max_train_steps=25, eval_times=(0.1,), resume_from_checkpoint="latest", progress_bar=False)
     assert resumed.global_step == 25
+
+
+def test_a_failed_classifier_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    """As for the score-model trainer: a run that fails before its first checkpoint removes the folder it created
+    and leaves a folder holding other files as it was; once a checkpoint is written, everything stays to resume."""
+    import scoresde_diffusers.training.classifier as classifier_training
+
+    def failing_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(classifier_training, "evaluate_classifier", failing_evaluation)
+    run = dict(dataset="four_gaussians", max_train_steps=4, eval_times=(0.1,), progress_bar=False)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train_classifier(output_dir=str(tmp_path / "new"), checkpointing_steps=0, **run)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train_classifier(output_dir=str(tmp_path / "full"), checkpointing_steps=0, **run)
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train_classifier(output_dir=str(tmp_path / "late"), checkpointing_steps=2, **run)
+    assert (tmp_path / "late" / "checkpoint-4").is_dir()

@@ -26,7 +26,7 @@ from ..models.classifier import MLPClassifier, TimeDependentClassifier
 from ..registry import SDES
 from .checkpointing import CheckpointParts, resolve_checkpoint, write_json_atomic
 from .config import _opt
-from .scaffolding import announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
+from .scaffolding import DiscardIfFailed, announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,14 @@ def train_classifier(config: Optional[ClassifierTrainingConfig] = None, **overri
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     checkpoint = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     check_output_dir(output_dir)
-    accelerator = create_accelerator(output_dir, mixed_precision=config.mixed_precision)
+    with DiscardIfFailed(output_dir) as guard:
+        return _train_classifier(config, checkpoint, guard)
+
+
+def _train_classifier(config: ClassifierTrainingConfig, checkpoint: Optional[str], guard: DiscardIfFailed) -> ClassifierTrainingResult:
+    """The body of `train_classifier` inside its `DiscardIfFailed` guard."""
+    output_dir = config.output_dir
+    accelerator = guard.accelerator = create_accelerator(output_dir, mixed_precision=config.mixed_precision)
     set_seed(config.seed)
 
     # 1. Data: a seeded held-out split for the accuracy report.

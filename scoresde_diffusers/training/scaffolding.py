@@ -7,6 +7,7 @@ around long periodic work (checkpoints, sample grids, uploads) so that a paused 
 import contextlib
 import logging
 import os
+import shutil
 import time
 from typing import List, Optional, Tuple
 
@@ -61,6 +62,55 @@ def check_output_dir(output_dir: str, overwrite: bool = True) -> None:
             f"checkpoint-* folder): the run's files could overwrite what is there. Give a new or empty folder, or add "
             f"--overwrite_output_dir to write into it anyway."
         )
+
+
+class DiscardIfFailed:
+    """A context for a training run: if the run raises (an error or Ctrl-C) and it started from a new or empty
+    folder, remove what it wrote (the folder itself if the run created it), so that a failed run leaves nothing
+    behind, unless a checkpoint was written, which ``--resume_from_checkpoint latest`` can go on from. A folder that
+    held files before is left alone. Main process only; a kill -9 keeps everything. Set `accelerator` once the run
+    has one, so that its trackers' open files are closed before they are removed.
+
+    >>> with DiscardIfFailed(output_dir) as guard:  # doctest: +SKIP
+    ...     guard.accelerator = create_accelerator(output_dir)
+    ...     ...
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.existed = os.path.isdir(output_dir)
+        self.was_empty = not self.existed or not os.listdir(output_dir)
+        self.accelerator: Optional[Accelerator] = None
+
+    def __enter__(self) -> "DiscardIfFailed":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None and self.was_empty:
+            self.discard()
+        return False  # the error goes on
+
+    def discard(self) -> None:
+        from accelerate.state import PartialState
+
+        output_dir = self.output_dir
+        if not os.path.isdir(output_dir) or not os.listdir(output_dir) and self.existed or list_checkpoints(output_dir):
+            return
+        if not PartialState().is_main_process:  # the state exists: something was written, after the accelerator
+            return
+        if self.accelerator is not None:
+            with contextlib.suppress(Exception):
+                self.accelerator.end_training()
+        if self.existed:
+            for name in os.listdir(output_dir):
+                path = os.path.join(output_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+        else:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        logger.info(f"The run failed before its first checkpoint: removed what it had written into {output_dir}.")
 
 
 def create_accelerator(
@@ -133,4 +183,4 @@ def checkpoint_now(accelerator, output_dir: str, step: int, state: dict, parts: 
         return save_checkpoint(accelerator, output_dir, step, state, parts, total_limit)
 
 
-__all__ = ["announced", "check_output_dir", "is_run_folder", "checkpoint_now", "create_accelerator", "progress_bar", "restore_checkpoint"]
+__all__ = ["DiscardIfFailed", "announced", "check_output_dir", "is_run_folder", "checkpoint_now", "create_accelerator", "progress_bar", "restore_checkpoint"]

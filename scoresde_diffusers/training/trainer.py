@@ -24,7 +24,6 @@ import dataclasses
 import inspect
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -41,12 +40,12 @@ from ..data import TrainingData, load_training_data
 from ..models.mlp import MLPScoreModel
 from ..models.score_sde_configs import create_score_sde_model, get_score_sde_config
 from ..models.unet_presets import MODEL_PRESETS, PRESET_PARAMETRIZATION, create_unet
-from .checkpointing import CheckpointError, CheckpointParts, list_checkpoints, resolve_checkpoint, write_json_atomic
+from .checkpointing import CheckpointError, CheckpointParts, resolve_checkpoint, write_json_atomic
 from .config import TrainingConfig
 from .losses import get_loss
 from .plotting import save_loss_plot, save_samples_figure
 from .presets import apply_preset
-from .scaffolding import RUN_CONFIG_FILENAME, announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
+from .scaffolding import RUN_CONFIG_FILENAME, DiscardIfFailed, announced, check_output_dir, checkpoint_now, create_accelerator, progress_bar, restore_checkpoint
 
 logger = get_logger(__name__)
 
@@ -605,31 +604,6 @@ def finish_training(run: TrainingRun) -> Optional[torch.Tensor]:
     return samples
 
 
-def _discard_failed_run(output_dir: str, existed: bool, run: Optional[TrainingRun]) -> None:
-    """After an error (or Ctrl-C) in a run that started from a new or empty folder: remove what it wrote (the
-    folder itself if it created it), so that a failed run leaves nothing behind, unless a checkpoint was written,
-    which ``--resume_from_checkpoint latest`` can go on from. Main process only; a kill -9 keeps everything."""
-    from accelerate.state import PartialState
-
-    if not os.path.isdir(output_dir) or not os.listdir(output_dir) and existed or list_checkpoints(output_dir):
-        return
-    if not PartialState().is_main_process:  # the state exists: something was written, after the accelerator
-        return
-    if run is not None:
-        with contextlib.suppress(Exception):  # close the trackers' open files before removing them
-            run.accelerator.end_training()
-    if existed:
-        for name in os.listdir(output_dir):
-            path = os.path.join(output_dir, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
-    else:
-        shutil.rmtree(output_dir, ignore_errors=True)
-    logging.getLogger(__name__).info(f"The run failed before its first checkpoint: removed what it had written into {output_dir}.")
-
-
 def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResult:
     """Train a score model as `config` says (a `TrainingConfig`, or its fields as keyword arguments): set up,
     resume, the training loop, the final save and upload.
@@ -652,21 +626,14 @@ def train(config: Optional[TrainingConfig] = None, **overrides) -> TrainingResul
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     # Fail on a bad --resume_from_checkpoint before any work.
     checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
-    # What the folder held before, so that a failed run can leave it as it found it.
-    was_empty = not os.path.isdir(config.output_dir) or not os.listdir(config.output_dir)
-    existed = os.path.isdir(config.output_dir)
-    run = None
-    try:
+    with DiscardIfFailed(config.output_dir) as guard:
         run = setup_training(config)
+        guard.accelerator = run.accelerator
         resume_training(run, checkpoint)
         start = time.time()
         training_loop(run)
         elapsed = time.time() - start
         samples = finish_training(run)
-    except BaseException:
-        if was_empty:
-            _discard_failed_run(config.output_dir, existed, run)
-        raise
     if run.accelerator.is_main_process:
         logger.info(f"Done: {run.global_step} steps in {elapsed:.0f} s; pipeline, {GRID_FILENAME} and {LOSS_PLOT_FILENAME} in {config.output_dir}.")
     return TrainingResult(output_dir=config.output_dir, global_step=run.global_step, loss_history=run.history, resumed_from=checkpoint, samples=samples)
