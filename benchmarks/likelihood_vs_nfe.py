@@ -237,10 +237,10 @@ def plot(rows, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one mixture, tiny batch, two settings per estimator (seconds)")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where to write the table, JSON and plot (default docs/, or a temp dir with --quick)")
+    parser.add_argument("--out_dir", "--out-dir", type=Path, default=None, help="where to write the table, JSON and plot (default docs/, or a temp dir with --quick)")
     parser.add_argument("--mixtures", nargs="*", default=None, choices=list(common.MIXTURES))
     parser.add_argument("--sdes", nargs="*", default=["vp", "subvp", "ve"], choices=["vp", "subvp", "ve"])
-    parser.add_argument("--num-samples", type=int, default=None, help="data points per mixture (default: 5000 in 2-D, 1000 in 16-D)")
+    parser.add_argument("--num_samples", "--num-samples", type=int, default=None, help="data points per mixture (default: 5000 in 2-D, 1000 in 16-D)")
     parser.add_argument("--render", nargs="*", type=Path, default=None, help="only write the table and plot from these likelihood_vs_nfe.json files")
     args = parser.parse_args(argv)
     if args.render:

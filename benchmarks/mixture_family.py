@@ -185,8 +185,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="two tiny mixtures, small batches, 50 PC steps (seconds)")
     parser.add_argument("--seed", type=int, default=None, help="first mixture seed (default: from the clock, printed)")
     parser.add_argument("--mixtures", type=int, default=None, help="number of mixtures drawn (default 6, 2 with --quick)")
-    parser.add_argument("--max-dim", type=int, default=None, help="largest dimension drawn (default 256, 8 with --quick)")
-    parser.add_argument("--pc-steps", type=int, default=None, help=f"steps of the PC reference, 0 for none (default {PC_STEPS}, 50 with --quick)")
+    parser.add_argument("--max_dim", "--max-dim", type=int, default=None, help="largest dimension drawn (default 256, 8 with --quick)")
+    parser.add_argument("--pc_steps", "--pc-steps", type=int, default=None, help=f"steps of the PC reference, 0 for none (default {PC_STEPS}, 50 with --quick)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file for the section (default docs/benchmarks.md; a temp file with --quick)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100000

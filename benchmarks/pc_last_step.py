@@ -218,7 +218,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="one tiny mixture, small batches, 30 PC steps (seconds)")
     parser.add_argument("--seed", type=int, default=None, help="first mixture seed (default: from the clock, printed)")
     parser.add_argument("--mixtures", type=int, default=None, help="number of mixtures drawn (default 4, 1 with --quick)")
-    parser.add_argument("--max-dim", type=int, default=None, help="largest dimension drawn (default 256, 8 with --quick)")
+    parser.add_argument("--max_dim", "--max-dim", type=int, default=None, help="largest dimension drawn (default 256, 8 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help=f"PC steps (default {PC_STEPS}, 30 with --quick)")
     parser.add_argument("--corrector", default=None, help="a corrector name instead of each scheduler's default (a section of its own)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file for the section (default docs/benchmarks.md; a temp file with --quick)")

@@ -351,7 +351,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="Seed of the prior draws and of the real digits' reference / held-out split.")
     parser.add_argument("--features", default="cnn", choices=["cnn", "mlp"], help="Feature network of KID and the Frechet distance (the MLP is the earlier, weaker one).")
     parser.add_argument("--quick", action="store_true", help="Seconds: a 20-step UNet, tiny batches (numbers meaningless).")
-    parser.add_argument("--out-dir", type=Path, default=common.DOCS, help="Where benchmarks.md and trained_digits.json go.")
+    parser.add_argument("--out_dir", "--out-dir", type=Path, default=common.DOCS, help="Where benchmarks.md and trained_digits.json go.")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     batch = 32 if args.quick else args.batch

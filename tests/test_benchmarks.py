@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_quality_vs_nfe_quick(tmp_path):
     module = load("quality_vs_nfe")
-    module.main(["--quick", "--out-dir", str(tmp_path), "--mixtures", "ring2d"])
+    module.main(["--quick", "--out_dir", str(tmp_path), "--mixtures", "ring2d"])
     rows = json.loads((tmp_path / "quality_vs_nfe.json").read_text())
     assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"}
     assert any(r["sampler"].startswith("diffusers") for r in rows)
@@ -51,7 +51,7 @@ def test_write_section_replaces_in_place(tmp_path):
 
 def test_likelihood_vs_nfe_quick(tmp_path):
     module = load("likelihood_vs_nfe")
-    module.main(["--quick", "--out-dir", str(tmp_path)])
+    module.main(["--quick", "--out_dir", str(tmp_path)])
     rows = json.loads((tmp_path / "likelihood_vs_nfe.json").read_text())
     assert {r["sde"] for r in rows} >= {"vp", "subvp", "ve"}
     assert {r["estimator"] for r in rows} == {"exact", "Hutchinson, Rademacher", "Hutchinson, Gaussian"}
@@ -73,7 +73,7 @@ def test_training_throughput_quick(tmp_path):
 def test_mixture_family_quick(tmp_path):
     module = load("mixture_family")
     out = tmp_path / "benchmarks.md"
-    rows, members = module.main(["--quick", "--seed", "0", "--mixtures", "1", "--pc-steps", "20", "--out", str(out)])
+    rows, members = module.main(["--quick", "--seed", "0", "--mixtures", "1", "--pc_steps", "20", "--out", str(out)])
     assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"} and len(members) == 4
     default = {f"default ODE, {n} NFE" for n in (10, 15, 20, 35)}
     assert {r["sampler"] for r in rows} == default | {"logSNR grid, 20 NFE", "logSNR grid, 35 NFE", "PC 20 steps (reference)"}
@@ -92,7 +92,7 @@ def test_trained_digits_quick(tmp_path):
     unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
     ScoreSdePCPipeline(unet=unet, scheduler=VPSDEScheduler()).save_pretrained(tmp_path / "pipe")
     module = load("trained_digits")
-    module.main(["--quick", "--pipeline", str(tmp_path / "pipe"), "--out-dir", str(tmp_path)])
+    module.main(["--quick", "--pipeline", str(tmp_path / "pipe"), "--out_dir", str(tmp_path)])
     rows = json.loads((tmp_path / "trained_digits.json").read_text())
     names = {r["sampler"] for r in rows}
     assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
