@@ -51,6 +51,8 @@ from pathlib import Path
 
 import torch
 
+from scoresde_diffusers.evaluation import frechet_distance, kid, kid_difference
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -146,69 +148,6 @@ class DigitFeatures(torch.nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features (float64 rows) of images of any shape (N, ...) with 64 pixels, clamped to [-1, 1] first."""
         return self.scale * self.body(images.reshape(images.shape[0], -1).float().clamp(-1, 1)).double()
-
-
-def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KID's kernel k(x, y) = (x.y / d + 1)^3 between the rows of `a` and `b` (d: feature dimension)."""
-    return (a @ b.T / a.shape[1] + 1) ** 3
-
-
-def kid_jackknife(x: torch.Tensor, y: torch.Tensor):
-    """(MMD_u^2, its leave-one-x_i-out values (m), its leave-one-y_j-out values (n)), in closed form (see `kid`)."""
-    x, y = x.double(), y.double()
-    m, n = x.shape[0], y.shape[0]
-    if m < 3 or n < 3:
-        raise ValueError("KID's jackknife needs at least 3 rows in each set")
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    rxx, ryy = kxx.sum(1) - kxx.diagonal(), kyy.sum(1) - kyy.diagonal()  # off-diagonal row sums
-    sxx, syy, sxy = rxx.sum(), ryy.sum(), kxy.sum()
-    value = sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * sxy / (m * n)
-    # Leave one x_i out: its row and column leave sum_xx, its row leaves sum_xy; likewise for y_j.
-    drop_x = (sxx - 2 * rxx) / ((m - 1) * (m - 2)) + syy / (n * (n - 1)) - 2 * (sxy - kxy.sum(1)) / ((m - 1) * n)
-    drop_y = sxx / (m * (m - 1)) + (syy - 2 * ryy) / ((n - 1) * (n - 2)) - 2 * (sxy - kxy.sum(0)) / (m * (n - 1))
-    return value, drop_x, drop_y
-
-
-def _jackknife_variance(drop: torch.Tensor) -> torch.Tensor:
-    return (drop.shape[0] - 1) / drop.shape[0] * (drop - drop.mean()).square().sum()
-
-
-def kid(x: torch.Tensor, y: torch.Tensor, given_y: bool = False):
-    """Unbiased MMD^2 of feature sets `x` (m rows) and `y` (n rows) with the polynomial kernel, and its standard error.
-
-    MMD_u^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1)) - 2 sum_{i, j} k(x_i, y_j) / (m n)
-    (Binkowski et al. 2018, eq. 3 with sec. 3's kernel), exact on the full sets. The standard error is the two-sample
-    delete-one jackknife (Arvesen 1969): every leave-one-out estimate, dropping one x_i or one y_j, comes in closed form
-    from the kernel matrices' row sums, and se^2 = (m - 1)/m sum_i (theta_(-i) - mean)^2 + the same over the y_j.
-    With ``given_y`` it returns (value, se, se given y): the x part alone, the error of comparing several x sets with
-    one shared y."""
-    value, drop_x, drop_y = kid_jackknife(x, y)
-    variance_x, variance_y = _jackknife_variance(drop_x), _jackknife_variance(drop_y)
-    se = float((variance_x + variance_y).sqrt())
-    return (float(value), se, float(variance_x.sqrt())) if given_y else (float(value), se)
-
-
-def kid_difference(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor):
-    """KID(x1, y) - KID(x2, y) and its paired jackknife standard error, for sample sets whose rows are paired (the same
-    prior draw for row i of both) against one reference `y`: row i is left out of both at once, and each y_j of both,
-    so the errors the two estimates share (the draws', the reference's) cancel."""
-    if x1.shape[0] != x2.shape[0]:
-        raise ValueError("paired sample sets need the same number of rows")
-    value1, drop_x1, drop_y1 = kid_jackknife(x1, y)
-    value2, drop_x2, drop_y2 = kid_jackknife(x2, y)
-    variance = _jackknife_variance(drop_x1 - drop_x2) + _jackknife_variance(drop_y1 - drop_y2)
-    return float(value1 - value2), float(variance.sqrt())
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2)) of two feature sets (rows), in float64."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    # tr (C_a C_b)^(1/2) = sum of sqrt of the eigenvalues of C_a^(1/2) C_b C_a^(1/2) (symmetric, PSD).
-    values, vectors = torch.linalg.eigh(cov_a)
-    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
-    return float((mu_a - mu_b).square().sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)
 
 
 # ---------------------------------------------------------------------------- the samplers

@@ -6,7 +6,11 @@
   component) and the mixture's weights, each with its sampling-noise floor for the same number of samples.
 - `image_distribution_metrics(real, fake, feature)`: FID and KID through torchmetrics (a maintained
   implementation of Heusel et al. 2017 and Binkowski et al. 2018), with Inception-v3 weights from a local file or
-  the package cache (`load_inception_feature`) or any `torch.nn.Module` feature extractor (tests use a tiny one).
+  the package cache (`load_inception_feature`) or any `torch.nn.Module` feature extractor (tests use a tiny one),
+  and the same KID on the full sets with its jackknife standard error.
+- `kid(x, y)`, `kid_difference(x1, x2, y)`, `frechet_distance(a, b)`: the unbiased KID of two feature sets with a
+  standard error, the paired difference of two samplers' KIDs from the same prior draws, and the Frechet distance,
+  for features of any network (`benchmarks/trained_digits.py` scores samplers with them).
 """
 
 import math
@@ -74,6 +78,70 @@ def mixture_sample_metrics(
     }
 
 
+# ---------------------------------------------------------------------------- feature-set distances with errors
+def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KID's kernel k(x, y) = (x.y / d + 1)^3 between the rows of `a` and `b` (d: feature dimension)."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def _kid_jackknife(x: torch.Tensor, y: torch.Tensor):
+    """(MMD_u^2, its leave-one-x_i-out values (m), its leave-one-y_j-out values (n)), in closed form (see `kid`)."""
+    x, y = x.double(), y.double()
+    m, n = x.shape[0], y.shape[0]
+    if m < 3 or n < 3:
+        raise ValueError("KID's jackknife needs at least 3 rows in each set")
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    rxx, ryy = kxx.sum(1) - kxx.diagonal(), kyy.sum(1) - kyy.diagonal()  # off-diagonal row sums
+    sxx, syy, sxy = rxx.sum(), ryy.sum(), kxy.sum()
+    value = sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * sxy / (m * n)
+    # Leave one x_i out: its row and column leave sum_xx, its row leaves sum_xy; likewise for y_j.
+    drop_x = (sxx - 2 * rxx) / ((m - 1) * (m - 2)) + syy / (n * (n - 1)) - 2 * (sxy - kxy.sum(1)) / ((m - 1) * n)
+    drop_y = sxx / (m * (m - 1)) + (syy - 2 * ryy) / ((n - 1) * (n - 2)) - 2 * (sxy - kxy.sum(0)) / (m * (n - 1))
+    return value, drop_x, drop_y
+
+
+def _jackknife_variance(drop: torch.Tensor) -> torch.Tensor:
+    return (drop.shape[0] - 1) / drop.shape[0] * (drop - drop.mean()).square().sum()
+
+
+def kid(x: torch.Tensor, y: torch.Tensor, given_y: bool = False):
+    """Unbiased MMD^2 of feature sets `x` (m rows) and `y` (n rows) with the polynomial kernel, and its standard error.
+
+    MMD_u^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1)) - 2 sum_{i, j} k(x_i, y_j) / (m n)
+    (Binkowski et al. 2018, eq. 3 with sec. 3's kernel), exact on the full sets. The standard error is the two-sample
+    delete-one jackknife (Arvesen 1969): every leave-one-out estimate, dropping one x_i or one y_j, comes in closed form
+    from the kernel matrices' row sums, and se^2 = (m - 1)/m sum_i (theta_(-i) - mean)^2 + the same over the y_j.
+    With ``given_y`` it returns (value, se, se given y): the x part alone, the error of comparing several x sets with
+    one shared y."""
+    value, drop_x, drop_y = _kid_jackknife(x, y)
+    variance_x, variance_y = _jackknife_variance(drop_x), _jackknife_variance(drop_y)
+    se = float((variance_x + variance_y).sqrt())
+    return (float(value), se, float(variance_x.sqrt())) if given_y else (float(value), se)
+
+
+def kid_difference(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor):
+    """KID(x1, y) - KID(x2, y) and its paired jackknife standard error, for sample sets whose rows are paired (the same
+    prior draw for row i of both) against one reference `y`: row i is left out of both at once, and each y_j of both,
+    so the errors the two estimates share (the draws', the reference's) cancel."""
+    if x1.shape[0] != x2.shape[0]:
+        raise ValueError("paired sample sets need the same number of rows")
+    value1, drop_x1, drop_y1 = _kid_jackknife(x1, y)
+    value2, drop_x2, drop_y2 = _kid_jackknife(x2, y)
+    variance = _jackknife_variance(drop_x1 - drop_x2) + _jackknife_variance(drop_y1 - drop_y2)
+    return float(value1 - value2), float(variance.sqrt())
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2)) of two feature sets (rows), in float64."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    # tr (C_a C_b)^(1/2) = sum of sqrt of the eigenvalues of C_a^(1/2) C_b C_a^(1/2) (symmetric, PSD).
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * cross)
+
+
 # ---------------------------------------------------------------------------- FID / KID
 def load_inception_feature(weights_path: Optional[str] = None, feature: int = 2048):
     """torchmetrics' FID Inception-v3 (torch-fidelity's port of the TF FID network) with weights from a local file.
@@ -123,7 +191,9 @@ def image_distribution_metrics(
     kid_subset_size: int = 1000,
     batch_size: int = 256,
 ) -> Dict[str, float]:
-    """FID and KID (mean and std) between image batches `real` and `fake` of shape (N, C, H, W) in `data_range`.
+    """FID and KID between image batches `real` and `fake` of shape (N, C, H, W) in `data_range`: torchmetrics'
+    ``kid_mean`` / ``kid_std`` (the mean and spread over random subsets of `kid_subset_size`, as papers report it)
+    and ``kid`` / ``kid_se``, the unbiased estimate on the full sets with its jackknife standard error (`kid`).
 
     Args:
         real (`torch.Tensor`): dataset images.
@@ -139,6 +209,7 @@ def image_distribution_metrics(
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
+        from torchmetrics.utilities import dim_zero_cat
     except ImportError as error:
         raise ImportError("FID / KID need torchmetrics (and torch-fidelity for Inception): `pip install \"scoresde_diffusers[eval]\"`.") from error
     if isinstance(feature, int):
@@ -148,14 +219,25 @@ def image_distribution_metrics(
         feature.num_features = int(feature(_as_uint8_images(real[:1], data_range)).shape[-1])
     subset = min(kid_subset_size, real.shape[0], fake.shape[0])
     fid = FrechetInceptionDistance(feature=feature)
-    kid = KernelInceptionDistance(feature=feature, subset_size=subset)
+    kid_metric = KernelInceptionDistance(feature=feature, subset_size=subset)
     for images, is_real in ((real, True), (fake, False)):
         for chunk in images.split(batch_size):
             chunk = _as_uint8_images(chunk, data_range)
             fid.update(chunk, real=is_real)
-            kid.update(chunk, real=is_real)
-    kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
+            kid_metric.update(chunk, real=is_real)
+    kid_mean, kid_std = kid_metric.compute()
+    # The same kernel on the full sets (torchmetrics' states hold the features): one estimate, with its jackknife se.
+    full, full_se = kid(dim_zero_cat(kid_metric.fake_features), dim_zero_cat(kid_metric.real_features))
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std), "kid": full, "kid_se": full_se}
 
 
-__all__ = ["INCEPTION_WEIGHTS_FILE", "image_distribution_metrics", "load_inception_feature", "mixture_sample_metrics"]
+__all__ = [
+    "INCEPTION_WEIGHTS_FILE",
+    "frechet_distance",
+    "image_distribution_metrics",
+    "kid",
+    "kid_difference",
+    "load_inception_feature",
+    "mixture_sample_metrics",
+    "polynomial_kernel",
+]

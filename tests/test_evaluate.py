@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("torchmetrics")
 
 from scoresde_diffusers import GaussianMixtureScoreModel, VPSDEScheduler
-from scoresde_diffusers.evaluation import image_distribution_metrics, load_inception_feature, mixture_sample_metrics
+from scoresde_diffusers.evaluation import image_distribution_metrics, kid, load_inception_feature, mixture_sample_metrics
 from scoresde_diffusers.pipelines import ScoreSdeODEPipeline
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "evaluate.py"
@@ -38,6 +38,19 @@ def test_fid_is_small_for_one_distribution_and_large_for_another():
     close = image_distribution_metrics(real, same, feature=Pixels(), kid_subset_size=100)
     far = image_distribution_metrics(real, other, feature=Pixels(), kid_subset_size=100)
     assert close["fid"] < 0.05 < far["fid"] and close["kid_mean"] < far["kid_mean"]
+
+
+def test_image_metrics_report_the_full_set_kid_of_the_same_features_with_its_standard_error():
+    # torchmetrics' kid_mean averages random subsets; `kid` is the one unbiased estimate on all images, the same
+    # kernel on the same features, so the two agree within the estimate's standard error.
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(300, 1, 2, 2, generator=g) * 2 - 1
+    fake = (torch.rand(300, 1, 2, 2, generator=g) * 2 - 1) * 0.3 + 0.5
+    metrics = image_distribution_metrics(real, fake, feature=Pixels(), kid_subset_size=100)
+    features = [Pixels()(((x + 1) / 2 * 255).round().to(torch.uint8)) for x in (fake, real)]
+    assert (metrics["kid"], metrics["kid_se"]) == pytest.approx(kid(*features), rel=1e-6)
+    assert metrics["kid"] > 3 * metrics["kid_se"] > 0
+    assert abs(metrics["kid_mean"] - metrics["kid"]) < 2 * metrics["kid_se"]
 
 
 def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch):
@@ -73,7 +86,7 @@ def test_evaluate_script_writes_a_report(tmp_path):
         "--bpd_samples", "8", "--bpd_rtol", "1e-3", "--out", str(out),
     ])
     report = json.loads(out.read_text())
-    assert report["num_generated"] == 64 and report["fid"] >= 0 and "kid_mean" in report
+    assert report["num_generated"] == 64 and report["fid"] >= 0 and "kid_mean" in report and report["kid_se"] > 0
     # digits resized to 4x4 are averages of pixels, off their 17 levels: a continuous log-density, in nats
     assert report["nfe_per_sample"] > 0 and report["bpd_num_samples"] == 8 and report["nats_per_dim"] == report["nats_per_dim"]
     assert report["num_levels"] is None and "bits_per_dim" not in report
