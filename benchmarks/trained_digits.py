@@ -4,8 +4,9 @@ Exact mixtures are smoother than any trained model, so the fast-sampling default
 UNet that the README's main command trains (VP SDE, DDPM-discrete epsilon model, scikit-learn's 8x8 digits).
 Every sampler starts from the same prior draws and calls the same UNet:
 
-* ours: `ScoreSdeODEPipeline`'s default (`ScoreSdeDPMSolverMultistepScheduler` from the pipeline's config), and
-  the saved scheduler's predictor-corrector sampler at 200 and 1000 steps as reference lines;
+* ours: `ScoreSdeODEPipeline`'s default (`ScoreSdeDPMSolverMultistepScheduler` from the pipeline's config), the
+  same scheduler with `SMOOTH_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, the exact-model choice), and the saved
+  scheduler's predictor-corrector sampler at 200 and 1000 steps as reference lines;
 * diffusers' `DDIMScheduler`, `DPMSolverMultistepScheduler` (default, and ``use_lu_lambdas=True``) and
   `UniPCMultistepScheduler`, each ``from_config`` of the pipeline's scheduler (our VP config carries the DDPM betas)
   and run in diffusers' own loop.
@@ -52,12 +53,16 @@ from pathlib import Path
 import torch
 
 from scoresde_diffusers.evaluation import frechet_distance, kid, kid_difference
+from scoresde_diffusers.schedulers import SMOOTH_MODEL_SETTINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 REAL = "real digits (held-out set)"
 DEFAULT = "ours: ScoreSdeODEPipeline default"
+SMOOTH = "ours: SMOOTH_MODEL_SETTINGS"
+#: Steps of the converged solution that the ODE accuracy table measures the samplers against.
+CONVERGED_NFE = 400
 SECTION = "trained_digits"  # + "_ve" for a VE UNet
 NFES = (10, 20, 35)
 PC_STEPS = (200, 1000)
@@ -178,6 +183,7 @@ def samplers(pipe, quick: bool):
     from scoresde_diffusers.pipelines import ScoreSdeODEPipeline, ScoreSdePCPipeline
 
     ode = ScoreSdeODEPipeline.from_pipe(pipe)  # with the pipeline's data_range and num_levels
+    smooth = ode_with(pipe, **SMOOTH_MODEL_SETTINGS)
     pc = ScoreSdePCPipeline.from_pipe(pipe)
     for p in (ode, pc):
         p.set_progress_bar_config(disable=True)
@@ -186,6 +192,7 @@ def samplers(pipe, quick: bool):
     others = DIFFUSERS_SCHEDULERS if pipe.scheduler.config.get("beta_start") is not None else {}
     for nfe in nfes:
         yield DEFAULT, nfe, lambda z, n=nfe: ode(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
+        yield SMOOTH, nfe, lambda z, n=nfe: smooth(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
         for name, (class_name, options) in others.items():
             scheduler_class = getattr(diffusers, class_name)
 
@@ -195,6 +202,41 @@ def samplers(pipe, quick: bool):
             yield name, nfe, run
     for steps in (5,) if quick else PC_STEPS:
         yield f"ours: predictor-corrector ({pipe.scheduler.config.predictor}/{pipe.scheduler.config.corrector})", steps, lambda z, n=steps: pc(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
+
+
+def ode_with(pipe, **scheduler_config):
+    """`ScoreSdeODEPipeline` of `pipe`'s UNet and data config stepping `ScoreSdeDPMSolverMultistepScheduler` with
+    `scheduler_config` (its other settings the defaults)."""
+    from scoresde_diffusers.pipelines import ScoreSdeODEPipeline
+    from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler
+
+    ode = ScoreSdeODEPipeline.from_pipe(pipe)
+    ode.scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **scheduler_config)
+    ode.set_progress_bar_config(disable=True)
+    return ode
+
+
+def ode_accuracy(pipe, latents: torch.Tensor, nfes, converged_nfe: int = CONVERGED_NFE) -> list:
+    """How far each ODE sampler's samples lie from the network's converged probability-flow solution from the same
+    prior draws: rms over pixels and draws, both integrated to the grid's end (``final_sigmas_type="sigma_min"``:
+    the step to zero noise extrapolates from the last few steps, which differ between grids even when converged),
+    the converged solution `SMOOTH_MODEL_SETTINGS` at `converged_nfe` steps (its distance to the default's at as
+    many steps is the first row)."""
+    settings = {DEFAULT: {}, SMOOTH: SMOOTH_MODEL_SETTINGS}
+
+    def sample(config, nfe):
+        with torch.no_grad():
+            ode = ode_with(pipe, final_sigmas_type="sigma_min", **config)
+            return ode(latents.shape[0], num_inference_steps=nfe, latents=latents.clone(), output_type="pt").images
+
+    converged = sample(SMOOTH_MODEL_SETTINGS, converged_nfe)
+    difference = float((sample({}, converged_nfe) - converged).square().mean().sqrt())
+    rows = [{"sampler": f"{DEFAULT} (converged)", "nfe": converged_nfe, "rms": difference, "draws": latents.shape[0]}]
+    for nfe in nfes:
+        for name, config in settings.items():
+            x = sample(config, nfe)
+            rows.append({"sampler": name, "nfe": nfe, "rms": float((x - converged).square().mean().sqrt())})
+    return rows
 
 
 # ---------------------------------------------------------------------------- the run
@@ -232,10 +274,11 @@ def run(pipeline_path: Path, batch: int, seed: int, quick: bool, feature_net: st
             nfe = r["nfe"] if r["nfe"] in ours else max(ours)
             value, se = kid_difference(sample_features[r["sampler"], r["nfe"]], ours[nfe], reference_features)
             r.update({"kid_vs_default": 1000 * value, "kid_vs_default_se": 1000 * se, "kid_vs_default_nfe": nfe})
-    return rows, features.accuracy, pipe.scheduler.sde_name, reference.shape[0]
+    ode_rows = ode_accuracy(pipe, latents[:256], (3, 5) if quick else NFES, converged_nfe=20 if quick else CONVERGED_NFE)
+    return rows, features.accuracy, pipe.scheduler.sde_name, reference.shape[0], ode_rows
 
 
-def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int = None, feature_net: str = "cnn") -> str:
+def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int = None, feature_net: str = "cnn", ode_rows=None) -> str:
     reference_size = 1797 - batch if reference_size is None else reference_size
     nfes = sorted({r["nfe"] for r in rows if r["sampler"].startswith(("ours: ScoreSdeODE", "diffusers"))})
     names = list(dict.fromkeys(r["sampler"] for r in rows if r["nfe"] in nfes and not r["sampler"].startswith("ours: pred")))
@@ -279,7 +322,28 @@ def table(rows, batch: int, accuracy: float, seconds: float, reference_size: int
         lines += grid(lambda r: f"{r['kid_vs_default']:+.2f} +- {r['kid_vs_default_se']:.2f}", others)
     lines += ["", "Frechet distance in the same features against the same reference set (biased at this sample size; lower is better):", ""]
     lines += grid(lambda r: f"{r['frechet']:.3f}")
+    if ode_rows:
+        lines += ode_accuracy_table(ode_rows)
     return "\n".join(lines)
+
+
+def ode_accuracy_table(ode_rows) -> list:
+    """Markdown lines for `ode_accuracy`'s rows: the converged solution's, then the samplers'."""
+    converged, samplers_rows = ode_rows[0], ode_rows[1:]
+    lines = [
+        "",
+        f"How accurately each ODE sampler solves this network's probability-flow ODE: rms distance (per pixel, data in "
+        f"[-1, 1]) to the converged solution from the same {converged['draws']} prior draws, both integrated to the grid's end; the "
+        f"converged solution is `SMOOTH_MODEL_SETTINGS` at {converged['nfe']} steps, {converged['rms']:.1e} from the default's "
+        "at as many.",
+        "",
+    ]
+    nfes = sorted({r["nfe"] for r in samplers_rows})
+    lines += ["| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    for name in dict.fromkeys(r["sampler"] for r in samplers_rows):
+        values = {r["nfe"]: r for r in samplers_rows if r["sampler"] == name}
+        lines.append(f"| {name} | " + " | ".join(f"{values[n]['rms']:.4f}" for n in nfes) + " |")
+    return lines
 
 
 def main(argv=None):
@@ -296,12 +360,13 @@ def main(argv=None):
     batch = 32 if args.quick else args.batch
     with tempfile.TemporaryDirectory() as tmp:
         path = args.pipeline or train_pipeline(Path(tmp) / f"digits-{args.sde}", args.sde, args.quick)
-        rows, accuracy, sde_name, reference_size = run(path, batch, args.seed, args.quick, args.features)
-    text = table(rows, batch, accuracy, time.perf_counter() - start, reference_size, args.features)
+        rows, accuracy, sde_name, reference_size, ode_rows = run(path, batch, args.seed, args.quick, args.features)
+    text = table(rows, batch, accuracy, time.perf_counter() - start, reference_size, args.features, ode_rows)
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "_ve" if sde_name == "ve" else ""
     (args.out_dir / f"trained_digits{suffix}.json").write_text(json.dumps(rows, indent=1))
+    (args.out_dir / f"trained_digits{suffix}_ode_accuracy.json").write_text(json.dumps(ode_rows, indent=1))
     common.write_section(SECTION + suffix, f"#### {sde_name.upper()} UNet\n\n" + text, args.out_dir / "benchmarks.md")
 
 

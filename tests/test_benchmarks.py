@@ -76,7 +76,7 @@ def test_mixture_family_quick(tmp_path):
     rows, members = module.main(["--quick", "--seed", "0", "--mixtures", "1", "--pc_steps", "20", "--out", str(out)])
     assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"} and len(members) == 4
     default = {f"default ODE, {n} NFE" for n in (10, 15, 20, 35)}
-    assert {r["sampler"] for r in rows} == default | {"logSNR grid, 20 NFE", "logSNR grid, 35 NFE", "PC 20 steps (reference)"}
+    assert {r["sampler"] for r in rows} == default | {"smooth-model settings, 20 NFE", "smooth-model settings, 35 NFE", "PC 20 steps (reference)"}
     text = out.read_text()
     assert "<!-- mixture_family:start -->" in text and "| ve (sigma_max = rule) | default ODE, 35 NFE | " in text
     assert json.loads((tmp_path / "mixture_family.json").read_text())["seed"] == 0
@@ -95,12 +95,16 @@ def test_trained_digits_quick(tmp_path):
     module.main(["--quick", "--pipeline", str(tmp_path / "pipe"), "--out_dir", str(tmp_path)])
     rows = json.loads((tmp_path / "trained_digits.json").read_text())
     names = {r["sampler"] for r in rows}
-    assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", "ours: ScoreSdeODEPipeline default"} <= names
+    assert {"diffusers DDIM", "diffusers DPM-Solver++", "diffusers UniPC", module.DEFAULT, module.SMOOTH} <= names
     assert all(r["frechet"] >= 0 and r["kid_se"] > 0 and set(r) >= {"kid", "kid_se", "kid_se_samples", "frechet"} for r in rows)
     assert rows[0]["sampler"] == module.REAL and rows[0]["nfe"] == 0 and "kid_vs_default" not in rows[0]
     assert all(r["kid_vs_default_se"] > 0 for r in rows[1:] if r["sampler"] != module.DEFAULT)
     text = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- trained_digits:start -->\n#### VP UNet" in text and "KID x 1000" in text and "reference set of 1765 real digits" in text and "paired jackknife" in text
+    # The ODE accuracy table: every ODE sampler at every NFE, with its distance to the converged solution.
+    ode_rows = json.loads((tmp_path / "trained_digits_ode_accuracy.json").read_text())
+    assert {(r["sampler"], r["nfe"]) for r in ode_rows[1:]} == {(name, nfe) for name in (module.DEFAULT, module.SMOOTH) for nfe in (3, 5)}
+    assert all(r["rms"] >= 0 for r in ode_rows) and "How accurately each ODE sampler" in text
 
 
 def test_trained_digits_split_is_seeded_and_disjoint():

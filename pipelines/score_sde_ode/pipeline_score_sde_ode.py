@@ -41,8 +41,9 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
     """
 
     #: The fixed-step solver used when `num_inference_steps` and grid arguments are given and no `solver`: UniPC-3
-    #: (DPM-Solver++(3M) with corrector), the most accurate on exact models; its grid is the ODE scheduler's (see
-    #: `time_grid`). (With `num_inference_steps` alone the pipeline runs `ode_scheduler()`'s steps.)
+    #: (DPM-Solver++(3M) with corrector); its grid is the ODE scheduler's unless `time_spacing` says otherwise (see
+    #: `time_grid`). With ``time_spacing="log_snr"`` it is the most accurate on exact models (`SMOOTH_MODEL_SETTINGS`);
+    #: on the rho = 7 grid order 3 is not. (With `num_inference_steps` alone the pipeline runs `ode_scheduler()`'s steps.)
     default_fixed_step_solver = "unipc_3m"
 
     def model_denoiser(self, sample: torch.Tensor, t: torch.Tensor, conditioning: Optional[Conditioning] = None) -> torch.Tensor:
