@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from tqdm.auto import tqdm
 
@@ -91,8 +91,6 @@ class DiscardIfFailed:
         return False  # the error goes on
 
     def discard(self) -> None:
-        from accelerate.state import PartialState
-
         output_dir = self.output_dir
         if not os.path.isdir(output_dir) or not os.listdir(output_dir) and self.existed or list_checkpoints(output_dir):
             return
