@@ -193,7 +193,8 @@ def image_distribution_metrics(
 ) -> Dict[str, float]:
     """FID and KID between image batches `real` and `fake` of shape (N, C, H, W) in `data_range`: torchmetrics'
     ``kid_mean`` / ``kid_std`` (the mean and spread over random subsets of `kid_subset_size`, as papers report it)
-    and ``kid`` / ``kid_se``, the unbiased estimate on the full sets with its jackknife standard error (`kid`).
+    and ``kid`` / ``kid_se``, the unbiased estimate on the full sets with its jackknife standard error (`kid`; from
+    3 images of each kind).
 
     Args:
         real (`torch.Tensor`): dataset images.
@@ -226,9 +227,11 @@ def image_distribution_metrics(
             fid.update(chunk, real=is_real)
             kid_metric.update(chunk, real=is_real)
     kid_mean, kid_std = kid_metric.compute()
-    # The same kernel on the full sets (torchmetrics' states hold the features): one estimate, with its jackknife se.
-    full, full_se = kid(dim_zero_cat(kid_metric.fake_features), dim_zero_cat(kid_metric.real_features))
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std), "kid": full, "kid_se": full_se}
+    metrics = {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
+    if min(real.shape[0], fake.shape[0]) >= 3:  # the jackknife leaves one out of at least two pairs
+        # The same kernel on the full sets (torchmetrics' states hold the features): one estimate, with its jackknife se.
+        metrics["kid"], metrics["kid_se"] = kid(dim_zero_cat(kid_metric.fake_features), dim_zero_cat(kid_metric.real_features))
+    return metrics
 
 
 __all__ = [
