@@ -185,8 +185,10 @@ class ScoreSdePipelineMixin:
         cast_warnings = diffusers.utils.logging.get_logger("diffusers.models.modeling_utils")
         level = cast_warnings.level
         cast_warnings.setLevel(diffusers.utils.logging.ERROR)
+        # diffusers 0.40 renamed `torch_dtype` to `dtype` (the old name now warns).
+        keyword = "dtype" if tuple(int(part) for part in diffusers.__version__.split(".")[:2]) >= (0, 40) else "torch_dtype"
         try:
-            return super().from_pipe(pipeline, **components, dtype=pipeline.dtype, **kwargs)
+            return super().from_pipe(pipeline, **components, **{keyword: pipeline.dtype}, **kwargs)
         finally:
             cast_warnings.setLevel(level)
 
