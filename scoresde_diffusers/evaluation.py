@@ -84,12 +84,16 @@ def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T / a.shape[1] + 1) ** 3
 
 
+#: Rows each feature set needs for KID's jackknife: a leave-one-out estimate of the x-x (y-y) term needs two rows left.
+KID_MIN_ROWS = 3
+
+
 def _kid_jackknife(x: torch.Tensor, y: torch.Tensor):
     """(MMD_u^2, its leave-one-x_i-out values (m), its leave-one-y_j-out values (n)), in closed form (see `kid`)."""
     x, y = x.double(), y.double()
     m, n = x.shape[0], y.shape[0]
-    if m < 3 or n < 3:
-        raise ValueError("KID's jackknife needs at least 3 rows in each set")
+    if m < KID_MIN_ROWS or n < KID_MIN_ROWS:
+        raise ValueError(f"KID's jackknife needs at least {KID_MIN_ROWS} rows in each set, got {m} and {n}")
     kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
     rxx, ryy = kxx.sum(1) - kxx.diagonal(), kyy.sum(1) - kyy.diagonal()  # off-diagonal row sums
     sxx, syy, sxy = rxx.sum(), ryy.sum(), kxy.sum()
@@ -194,7 +198,7 @@ def image_distribution_metrics(
     """FID and KID between image batches `real` and `fake` of shape (N, C, H, W) in `data_range`: torchmetrics'
     ``kid_mean`` / ``kid_std`` (the mean and spread over random subsets of `kid_subset_size`, as papers report it)
     and ``kid`` / ``kid_se``, the unbiased estimate on the full sets with its jackknife standard error (`kid`; from
-    3 images of each kind).
+    `KID_MIN_ROWS` images of each kind).
 
     Args:
         real (`torch.Tensor`): dataset images.
@@ -228,7 +232,7 @@ def image_distribution_metrics(
             kid_metric.update(chunk, real=is_real)
     kid_mean, kid_std = kid_metric.compute()
     metrics = {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
-    if min(real.shape[0], fake.shape[0]) >= 3:  # the jackknife leaves one out of at least two pairs
+    if min(real.shape[0], fake.shape[0]) >= KID_MIN_ROWS:
         # The same kernel on the full sets (torchmetrics' states hold the features): one estimate, with its jackknife se.
         metrics["kid"], metrics["kid_se"] = kid(dim_zero_cat(kid_metric.fake_features), dim_zero_cat(kid_metric.real_features))
     return metrics

@@ -187,8 +187,8 @@ def test_badness_is_above_one_for_samples_with_a_missing_mode():
 # ---------------------------------------------------------------------------- pinned members, default ODE sampler
 # The default ODE sampler (DPM-Solver++(2M) on Karras et al.'s rho = 7 grid, chosen on the trained digits UNet) on
 # members where it reaches the target: VE at issue 13's 35 NFE, VP and sub-VP only at 50 (the rho = 7 grid spends
-# its steps at high noise, where a trained network needs them and an exact mixture does not). The full family (docs/benchmarks.md, "Worst case over a random
-# mixture family") has members where neither does.
+# its steps at high noise, where a trained network needs them and an exact mixture does not). The full family
+# (docs/benchmarks.md, "Worst case over a random mixture family") has members where it does not.
 # Tolerances: |gap| <= 0.01 nats/dim + 2 floors, spread <= 0.02 + its floor, mode TV <= 2 floors + 0.005.
 NFE_OF_DEFAULT = {"ve": 35, "vp": 50, "subvp": 50}
 SUBVP_4 = pytest.mark.xfail(strict=True, reason="sub-VP member 4 (D = 5, two modes in [0, 1]) needs more steps: badness 1.5 at 50 NFE (rho = 7); 0.93 at 20 with SMOOTH_MODEL_SETTINGS")
