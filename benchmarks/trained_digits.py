@@ -40,6 +40,13 @@ mean ||f||^2 / d is 1:
     python benchmarks/trained_digits.py                          # trains the UNet (~5 min on 2 cores), writes docs
     python benchmarks/trained_digits.py --pipeline outputs/digits-vp   # reuse a train.py output folder
     python benchmarks/trained_digits.py --quick                  # seconds; a barely trained UNet, numbers meaningless
+    python benchmarks/trained_digits.py --max_train_steps 6400    # a 4x longer-trained UNet (~15 min on 2 cores)
+
+A UNet trained for other than examples/train.py's default number of steps (read from the folder's
+``training_config.json``) gets its own section and JSON files, suffixed with its step count, so that the README
+UNet's tables and a longer-trained one's stand side by side: how a sampler ranks depends on how well the network
+has learnt the score (a trained network's few-step error can land closer to, or farther from, the data than its
+exact probability-flow solution).
 """
 
 import argparse
@@ -63,7 +70,7 @@ DEFAULT = "ours: ScoreSdeODEPipeline default"
 SMOOTH = "ours: SMOOTH_MODEL_SETTINGS"
 #: Steps of the converged solution that the ODE accuracy table measures the samplers against.
 CONVERGED_NFE = 400
-SECTION = "trained_digits"  # + "_ve" for a VE UNet
+SECTION = "trained_digits"  # + "_ve" for a VE UNet, + "_<steps>steps" for a non-default training length
 NFES = (10, 20, 35)
 PC_STEPS = (200, 1000)
 DIFFUSERS_SCHEDULERS = {
@@ -156,14 +163,34 @@ class DigitFeatures(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------- the samplers
-def train_pipeline(folder: Path, sde: str, quick: bool) -> Path:
-    """Run the README's training command (examples/train.py, its defaults but `sde`) into `folder`."""
+def train_pipeline(folder: Path, sde: str, quick: bool, max_train_steps: int = None) -> Path:
+    """Run the README's training command (examples/train.py, its defaults but `sde` and `max_train_steps`) into
+    `folder`."""
     command = [sys.executable, str(common.ROOT / "examples" / "train.py"), "--output_dir", str(folder), "--sde", sde, "--report_to", "none", "--no-progress_bar"]
+    if max_train_steps is not None:
+        command += ["--max_train_steps", str(max_train_steps)]
     if quick:
         command += ["--max_train_steps", "20", "--sample_every", "0", "--checkpointing_steps", "1000", "--num_sample_images", "4", "--num_inference_steps", "5"]
     print("training:", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     return folder
+
+
+def training_steps(path: Path):
+    """The number of training steps recorded in a train.py output folder (None if the folder has no record)."""
+    record = Path(path) / "training_config.json"
+    return json.loads(record.read_text()).get("max_train_steps") if record.is_file() else None
+
+
+def section(sde_name: str, steps) -> tuple:
+    """(docs section and JSON file stem, heading) of a UNet's tables: one per SDE, and one more per training length
+    other than examples/train.py's default."""
+    from scoresde_diffusers.training.config import TrainingConfig
+
+    name, heading = SECTION + ("_ve" if sde_name == "ve" else ""), f"#### {sde_name.upper()} UNet"
+    if steps is None or steps == TrainingConfig.max_train_steps:
+        return name, heading
+    return f"{name}_{steps}steps", f"{heading}, {steps} training steps"
 
 
 def diffusers_loop(scheduler, unet, latents: torch.Tensor, num_inference_steps: int) -> torch.Tensor:
@@ -353,21 +380,23 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=512, help="Samples per sampler (the same prior draws for all).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the prior draws and of the real digits' reference / held-out split.")
     parser.add_argument("--features", default="cnn", choices=["cnn", "mlp"], help="Feature network of KID and the Frechet distance (the MLP is the earlier, weaker one).")
+    parser.add_argument("--max_train_steps", type=int, default=None, help="Training steps of the UNet trained when --pipeline is not given (default: examples/train.py's).")
     parser.add_argument("--quick", action="store_true", help="Seconds: a 20-step UNet, tiny batches (numbers meaningless).")
     parser.add_argument("--out_dir", "--out-dir", type=Path, default=common.DOCS, help="Where benchmarks.md and trained_digits.json go.")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     batch = 32 if args.quick else args.batch
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.pipeline or train_pipeline(Path(tmp) / f"digits-{args.sde}", args.sde, args.quick)
+        path = args.pipeline or train_pipeline(Path(tmp) / f"digits-{args.sde}", args.sde, args.quick, args.max_train_steps)
         rows, accuracy, sde_name, reference_size, ode_rows = run(path, batch, args.seed, args.quick, args.features)
+        steps = training_steps(path)
     text = table(rows, batch, accuracy, time.perf_counter() - start, reference_size, args.features, ode_rows)
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "_ve" if sde_name == "ve" else ""
-    (args.out_dir / f"trained_digits{suffix}.json").write_text(json.dumps(rows, indent=1))
-    (args.out_dir / f"trained_digits{suffix}_ode_accuracy.json").write_text(json.dumps(ode_rows, indent=1))
-    common.write_section(SECTION + suffix, f"#### {sde_name.upper()} UNet\n\n" + text, args.out_dir / "benchmarks.md")
+    name, heading = section(sde_name, steps)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    (args.out_dir / f"{name}_ode_accuracy.json").write_text(json.dumps(ode_rows, indent=1))
+    common.write_section(name, heading + "\n\n" + text, args.out_dir / "benchmarks.md")
 
 
 if __name__ == "__main__":
