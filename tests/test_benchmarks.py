@@ -107,6 +107,16 @@ def test_trained_digits_quick(tmp_path):
     assert all(r["rms"] >= 0 for r in ode_rows) and "How accurately each ODE sampler" in text
 
 
+def test_trained_digits_longer_trained_unet_gets_its_own_section(tmp_path):
+    module = load("trained_digits")
+    assert module.training_steps(tmp_path) is None  # a folder not written by train.py: the default sections
+    assert module.section("vp", None) == ("trained_digits", "#### VP UNet")
+    (tmp_path / "training_config.json").write_text(json.dumps({"sde": "ve", "max_train_steps": 1600}))
+    assert module.section("ve", module.training_steps(tmp_path)) == ("trained_digits_ve", "#### VE UNet")
+    (tmp_path / "training_config.json").write_text(json.dumps({"sde": "ve", "max_train_steps": 6400}))
+    assert module.section("ve", module.training_steps(tmp_path)) == ("trained_digits_ve_6400steps", "#### VE UNet, 6400 training steps")
+
+
 def test_trained_digits_split_is_seeded_and_disjoint():
     module = load("trained_digits")
     reference, held_out = module.split_real(512, seed=3)
@@ -116,6 +126,28 @@ def test_trained_digits_split_is_seeded_and_disjoint():
     # No held-out digit is a reference row (the digits have a few exact duplicates, hence the count, not the equality).
     same = (held_out[:, None] == reference[None]).all(-1).any(1)
     assert same.sum() <= 5
+
+
+def test_ode_vs_pc_digits_quick(tmp_path):
+    from diffusers import UNet2DModel
+
+    from scoresde_diffusers import VESDEScheduler
+    from scoresde_diffusers.pipelines import ScoreSdePCPipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    ScoreSdePCPipeline(unet=unet, scheduler=VESDEScheduler()).save_pretrained(tmp_path / "pipe")
+    (tmp_path / "pipe" / "training_config.json").write_text(json.dumps({"max_train_steps": 20}))
+    module = load("ode_vs_pc_digits")
+    module.main(["--quick", "--pipeline", str(tmp_path / "pipe"), "--out_dir", str(tmp_path)])
+    (result,) = json.loads((tmp_path / "ode_vs_pc_digits.json").read_text())
+    assert result["sde"] == "ve" and result["training_steps"] == 20 and len(result["seeds"]) == 2
+    # The summary is the mean of the per-seed paired differences; the unbiased KID is linear in the kernel sums, so
+    # each paired difference is exactly the PC's KID minus the ODE's.
+    assert result["pc_minus_ode"] == pytest.approx(sum(r["pc_minus_ode"] for r in result["seeds"]) / 2)
+    assert all(r["pc_minus_ode"] == pytest.approx(r["pc"] - r["ode"], abs=1e-6) and r["pc_minus_ode_se"] > 0 for r in result["seeds"])
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- ode_vs_pc_digits:start -->" in text and "| VE | 20 | reverse_diffusion/langevin |" in text
 
 
 def test_pc_last_step_quick(tmp_path):
