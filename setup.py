@@ -26,11 +26,14 @@ setup(
         "scoresde_diffusers.schedulers": "schedulers",
         "scoresde_diffusers.pipelines": "pipelines",
     },
+    # The floors are the oldest releases the test suite passed with: diffusers 0.38 is the first that asks for
+    # `trust_remote_code=True` before running the one-line pipeline.py of a saved folder (earlier ones run it
+    # unasked), and its own floor is huggingface_hub 0.34; datasets 2.21 is the first that works with NumPy 2.
     install_requires=[
         "torch>=2.1",
-        "diffusers>=0.30",
+        "diffusers>=0.38",
         "accelerate>=0.30",
-        "huggingface_hub>=0.23",
+        "huggingface_hub>=0.34",
         "safetensors",
         "torchdiffeq>=0.2.3",
         "numpy",
@@ -38,10 +41,10 @@ setup(
     ],
     extras_require={
         # matplotlib draws the loss curves and 2-D sample plots of training and of examples/four_gaussians.py.
-        "train": ["accelerate>=0.30", "datasets>=2.19", "tensorboard", "scikit-learn", "Jinja2", "matplotlib"],
+        "train": ["accelerate>=0.30", "datasets>=2.21", "tensorboard", "scikit-learn", "Jinja2", "matplotlib"],
         # FID / KID: torchmetrics' metrics on torch-fidelity's Inception-v3 (examples/evaluate.py).
         "eval": ["torchmetrics>=1.0", "torch-fidelity>=0.3", "scikit-learn"],
-        "test": ["torchmetrics>=1.0", "pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.19", "tensorboard", "Jinja2", "matplotlib"],
+        "test": ["torchmetrics>=1.0", "pytest>=7", "scikit-learn", "accelerate>=0.30", "datasets>=2.21", "tensorboard", "Jinja2", "matplotlib"],
     },
     entry_points={},
 )

@@ -174,19 +174,23 @@ class ScoreSdePipelineMixin:
         """diffusers' `from_pipe`: this pipeline made of another's components and config (``data_range``,
         ``num_levels``), e.g. ``ScoreSdeODEPipeline.from_pipe(pc_pipe)``. The score model carries over whatever its
         class (diffusers keeps a model only when its class is the one the signature names, and ours names none),
-        and so does its dtype unless ``dtype`` says otherwise (diffusers casts to float32 by default, which would
-        silently turn a float64 or float16 pipeline into a float32 one)."""
+        and so does its dtype unless ``dtype`` (or its older name ``torch_dtype``) says otherwise (diffusers casts to
+        float32 by default, which would silently turn a float64 or float16 pipeline into a float32 one)."""
         expected, _ = cls._get_signature_keys(cls)
         components = {name: c for name, c in pipeline.components.items() if name in expected and name not in kwargs}
+        # diffusers 0.40 renamed `torch_dtype` to `dtype` (the old name now warns): either spelling is passed on under
+        # the installed diffusers' name.
+        keyword = "dtype" if tuple(int(part) for part in diffusers.__version__.split(".")[:2]) >= (0, 40) else "torch_dtype"
         if "torch_dtype" in kwargs or "dtype" in kwargs:
-            return super().from_pipe(pipeline, **components, **kwargs)
+            if "torch_dtype" in kwargs and "dtype" in kwargs:
+                raise ValueError("from_pipe got both `dtype` and `torch_dtype`; pass one (they are the same setting).")
+            dtype = kwargs.pop("dtype") if "dtype" in kwargs else kwargs.pop("torch_dtype")
+            return super().from_pipe(pipeline, **components, **{keyword: dtype}, **kwargs)
         # The dtype is the one the models already have: nothing is cast, so diffusers' warning about casting with
         # `to()` would be about a cast that does not happen.
         cast_warnings = diffusers.utils.logging.get_logger("diffusers.models.modeling_utils")
         level = cast_warnings.level
         cast_warnings.setLevel(diffusers.utils.logging.ERROR)
-        # diffusers 0.40 renamed `torch_dtype` to `dtype` (the old name now warns).
-        keyword = "dtype" if tuple(int(part) for part in diffusers.__version__.split(".")[:2]) >= (0, 40) else "torch_dtype"
         try:
             return super().from_pipe(pipeline, **components, **{keyword: pipeline.dtype}, **kwargs)
         finally:
@@ -552,11 +556,12 @@ class ScoreSdePipelineMixin:
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def _dict_from_json_file(cls, json_file: Union[str, os.PathLike]) -> dict:
+    def _dict_from_json_file(cls, json_file: Union[str, os.PathLike], **kwargs) -> dict:
         """model_index.json as diffusers reads it for this class: a generic-loading ``_class_name`` [file stem,
         class name] is read as the class name, so our own classes never take diffusers' custom-code route (which
-        would execute ``pipeline.py``, locally or from the Hub, and need ``trust_remote_code``)."""
-        config = super()._dict_from_json_file(json_file)
+        would execute ``pipeline.py``, locally or from the Hub, and need ``trust_remote_code``). Other keywords go
+        to diffusers' reader as they come (``dduf_entries`` in diffusers 0.33 to 0.40)."""
+        config = super()._dict_from_json_file(json_file, **kwargs)
         name = config.get("_class_name")
         if isinstance(name, (list, tuple)) and len(name) == 2:
             config["_class_name"] = name[1]

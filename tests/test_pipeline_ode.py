@@ -291,6 +291,15 @@ def test_from_pipe_keeps_the_model_dtype_without_a_cast_warning(capsys):
     assert ScoreSdeODEPipeline.from_pipe(pc, dtype=torch.float32).unet.dtype == torch.float32
 
 
+def test_from_pipe_takes_either_name_of_the_dtype_whatever_the_diffusers_version():
+    scheduler = VPSDEScheduler()
+    pc = ScoreSdePCPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler)
+    assert ScoreSdeODEPipeline.from_pipe(pc, torch_dtype=torch.float64).unet.dtype == torch.float64
+    assert ScoreSdeODEPipeline.from_pipe(pc, dtype=torch.float64).unet.dtype == torch.float64
+    with pytest.raises(ValueError, match="both `dtype` and `torch_dtype`"):
+        ScoreSdeODEPipeline.from_pipe(pc, dtype=torch.float64, torch_dtype=torch.float64)
+
+
 def test_num_levels_is_saved_with_the_pipeline(tmp_path):
     scheduler = VPSDEScheduler()
     pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=scheduler), scheduler=scheduler, num_levels=17)
