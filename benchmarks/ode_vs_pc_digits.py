@@ -38,7 +38,6 @@ import trained_digits  # noqa: E402
 
 SECTION = "ode_vs_pc_digits"
 SEEDS = (0, 1, 2, 3, 4)
-NOISE_SEED_OFFSET = 10_000
 
 
 def compare(pipeline_path: Path, seeds, batch: int, nfe: int, pc_steps: int, features, log=print) -> dict:
@@ -57,9 +56,7 @@ def compare(pipeline_path: Path, seeds, batch: int, nfe: int, pc_steps: int, fea
         latents = torch.randn(batch, config.in_channels, config.sample_size, config.sample_size, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             ode_features = features.features(ode(batch, num_inference_steps=nfe, latents=latents.clone(), output_type="pt").images)
-            # The SDE's own noise, seeded so that a rerun gives the same numbers, from a stream other than the prior
-            # draws' (the same seed would make the first step's noise equal to the starting point).
-            noise = torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed)
+            noise = torch.Generator().manual_seed(trained_digits.NOISE_SEED_OFFSET + seed)  # the SDE's, seeded
             pc_features = features.features(pc(batch, num_inference_steps=pc_steps, latents=latents.clone(), generator=noise, output_type="pt").images)
         difference, se = kid_difference(pc_features, ode_features, reference_features)
         row = {

@@ -73,6 +73,9 @@ CONVERGED_NFE = 400
 SECTION = "trained_digits"  # + "_ve" for a VE UNet, + "_<steps>steps" for a non-default training length
 NFES = (10, 20, 35)
 PC_STEPS = (200, 1000)
+#: The PC samplers' SDE noise comes from seed + this: a stream other than the prior draws' (with the same seed the
+#: first step's noise would equal the starting point).
+NOISE_SEED_OFFSET = 10_000
 DIFFUSERS_SCHEDULERS = {
     "diffusers DDIM": ("DDIMScheduler", {}),
     "diffusers DPM-Solver++": ("DPMSolverMultistepScheduler", {}),
@@ -202,8 +205,9 @@ def diffusers_loop(scheduler, unet, latents: torch.Tensor, num_inference_steps: 
     return sample
 
 
-def samplers(pipe, quick: bool):
-    """(name, nfe, function(latents) -> samples) for every sampler under test."""
+def samplers(pipe, quick: bool, seed: int = 0):
+    """(name, nfe, function(latents) -> samples) for every sampler under test; the PC lines' SDE noise is seeded
+    (`NOISE_SEED_OFFSET` + `seed`), so a rerun gives the same numbers."""
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()  # our VP config's SDE keys are unknown to diffusers' schedulers
@@ -228,7 +232,7 @@ def samplers(pipe, quick: bool):
 
             yield name, nfe, run
     for steps in (5,) if quick else PC_STEPS:
-        yield f"ours: predictor-corrector ({pipe.scheduler.config.predictor}/{pipe.scheduler.config.corrector})", steps, lambda z, n=steps: pc(z.shape[0], num_inference_steps=n, latents=z, output_type="pt").images
+        yield f"ours: predictor-corrector ({pipe.scheduler.config.predictor}/{pipe.scheduler.config.corrector})", steps, lambda z, n=steps: pc(z.shape[0], num_inference_steps=n, latents=z, generator=torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed), output_type="pt").images
 
 
 def ode_with(pipe, **scheduler_config):
@@ -285,7 +289,7 @@ def run(pipeline_path: Path, batch: int, seed: int, quick: bool, feature_net: st
     config = pipe.unet.config
     latents = torch.randn(batch, config.in_channels, config.sample_size, config.sample_size, generator=torch.Generator().manual_seed(seed))
     sample_features = {}
-    for name, nfe, function in samplers(pipe, quick):
+    for name, nfe, function in samplers(pipe, quick, seed):
         start = time.perf_counter()
         with torch.no_grad():
             images = function(latents.clone())
