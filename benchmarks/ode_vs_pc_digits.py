@@ -5,8 +5,8 @@ trained network; issue 13 asks that a trained VE digits UNet sample as well with
 35 NFE as with 200-step predictor-corrector. One split of the digits cannot tell: the two samplers' samples are
 nearly independent (the SDE draws fresh noise), so their paired KID difference has a standard error of 10-15 (x
 1000) where the gap is a few units. This script repeats the comparison of `trained_digits.py` over several seeds,
-each a fresh split of the real digits into reference and held-out sets and a fresh set of prior draws, for one or
-more UNets (folders written by examples/train.py, e.g. trained for different numbers of steps):
+each a fresh split of the real digits into reference and held-out sets, a fresh set of prior draws and fresh SDE
+noise for the PC sampler (seeded from another stream than the draws), for one or more UNets (folders written by examples/train.py, e.g. trained for different numbers of steps):
 
 * per seed: KID x 1000 of the ODE's samples (default scheduler, ``--nfe``), of the saved scheduler's PC samples
   (``--pc_steps``) and of the held-out real digits against the reference set, and the paired difference PC - ODE with
@@ -94,7 +94,7 @@ def table(results, batch: int, nfe: int, pc_steps: int, accuracy: float, seconds
         f"The probability-flow ODE (`ScoreSdeODEPipeline`'s default, {nfe} NFE) against the saved scheduler's "
         f"predictor-corrector sampler ({pc_steps} steps) on the same prior draws, KID x 1000 in the digits CNN's features "
         f"(held-out accuracy {accuracy:.3f}), {batch} samples against the other {1797 - batch} real digits, averaged over "
-        f"{seeds} seeds (each a fresh split and fresh prior draws); PC - ODE < 0: PC ahead. Run time {seconds / 60:.1f} min."
+        f"{seeds} seeds (each a fresh split, fresh prior draws and fresh SDE noise); PC - ODE < 0: PC ahead. Run time {seconds / 60:.1f} min."
         + (" Quick run: numbers meaningless." if quick else ""),
         "",
         "| UNet | training steps | PC sampler | ODE KID | PC KID | real digits KID | PC - ODE | +- jackknife | +- seeds' spread | seeds with PC ahead |",
@@ -112,7 +112,7 @@ def table(results, batch: int, nfe: int, pc_steps: int, accuracy: float, seconds
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--pipeline", type=Path, nargs="+", required=True, help="Folders written by examples/train.py, one table row each.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="Seeds of the real digits' split and of the prior draws.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="Seeds of the real digits' split, of the prior draws and of the PC sampler's noise.")
     parser.add_argument("--batch", type=int, default=512, help="Samples per sampler and held-out real digits per seed.")
     parser.add_argument("--nfe", type=int, default=35, help="Steps of the ODE's default scheduler.")
     parser.add_argument("--pc_steps", "--pc-steps", type=int, default=200, help="Steps of the predictor-corrector sampler.")

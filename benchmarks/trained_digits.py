@@ -40,7 +40,7 @@ mean ||f||^2 / d is 1:
     python benchmarks/trained_digits.py                          # trains the UNet (~5 min on 2 cores), writes docs
     python benchmarks/trained_digits.py --pipeline outputs/digits-vp   # reuse a train.py output folder
     python benchmarks/trained_digits.py --quick                  # seconds; a barely trained UNet, numbers meaningless
-    python benchmarks/trained_digits.py --max_train_steps 6400    # a 4x longer-trained UNet (~15 min on 2 cores)
+    python benchmarks/trained_digits.py --max_train_steps 6400    # a 4x longer-trained UNet (~20 min on 2 cores)
 
 A UNet trained for other than examples/train.py's default number of steps (read from the folder's
 ``training_config.json``) gets its own section and JSON files, suffixed with its step count, so that the README

@@ -10,6 +10,7 @@ without executing anything. The per-class check (same class, same samples) is `P
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,19 @@ def test_docs_give_the_one_liner():
     with open(DOCS, encoding="utf-8") as file:
         text = file.read()
     assert GENERIC_LOADING_ONE_LINER.format(path="my-pc-pipeline") in text
+
+
+def test_reading_model_index_passes_diffusers_keywords_through(tmp_path, monkeypatch):
+    # diffusers 0.33-0.40 read model_index.json with a `dduf_entries` keyword; our reader must hand it on, whatever
+    # the installed diffusers does with it.
+    mixture_pipeline().save_pretrained(tmp_path)
+    seen = {}
+
+    def reader(cls, json_file, **kwargs):
+        seen.update(kwargs)
+        return json.loads(Path(json_file).read_text())
+
+    monkeypatch.setattr(DiffusionPipeline, "_dict_from_json_file", classmethod(reader))
+    config = ScoreSdePCPipeline._dict_from_json_file(tmp_path / "model_index.json", dduf_entries=None)
+    assert seen == {"dduf_entries": None} and config["_class_name"] == "ScoreSdePCPipeline"
+
