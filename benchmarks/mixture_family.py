@@ -6,9 +6,9 @@ with 2 or 4 times that, VP and sub-VP (each with a DDPM-epsilon or continuous-sc
 Every member is sampled by `ScoreSdeODEPipeline`'s default (`ScoreSdeDPMSolverMultistepScheduler`'s defaults:
 DPM-Solver++(2M) on the rho = 7 grid from the prior to the model's smallest trained noise level or one 8-bit level
 of the data range; the prior's mean from the model where the range's centre could cost it 0.01 nats per entry) at
-10, 15, 20 and 35 NFE, by the same scheduler with `SMOOTH_MODEL_SETTINGS` (UniPC-3 on the logSNR grid) at 20 and
-35 NFE, and by `ScoreSdePCPipeline` with the scheduler's default predictor and corrector at 1000 steps as a
-reference line, from the same prior draws. Samples are scored with
+10, 15, 20 and 35 NFE, by the same scheduler with `EXACT_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, a first
+jump to the data range's diameter, the prior's mean from the model) at 20 and 35 NFE, and by `ScoreSdePCPipeline`
+with the scheduler's default predictor and corrector at 1000 steps as a reference line, from the same prior draws. Samples are scored with
 `scoresde_diffusers.evaluation.mixture_sample_metrics`; the table gives, per (SDE, sampler), the worst member and
 how many members meet the target.
 
@@ -39,7 +39,7 @@ import common  # noqa: E402
 
 from scoresde_diffusers.models.mixture_family import PARAMETRIZATIONS, SIGMA_MAX_FACTORS, family_member, family_sample_metrics, random_mixture  # noqa: E402
 from scoresde_diffusers.pipelines import ScoreSdeODEPipeline, ScoreSdePCPipeline  # noqa: E402
-from scoresde_diffusers.schedulers import SMOOTH_MODEL_SETTINGS, ScoreSdeDPMSolverMultistepScheduler  # noqa: E402
+from scoresde_diffusers.schedulers import EXACT_MODEL_SETTINGS, ScoreSdeDPMSolverMultistepScheduler  # noqa: E402
 
 SECTION = "mixture_family"
 NFES = (10, 15, 20, 35)
@@ -84,9 +84,9 @@ def members_of(mixture, generator):
     return [(label, family_member(mixture, sde, param, sigma_max_factor=factor)) for sde, label, param, factor in specs]
 
 
-#: NFEs at which `SMOOTH_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, the exact-model choice) are also run, to show
+#: NFEs at which `EXACT_MODEL_SETTINGS` (the settings for exact models) are also run, to show
 #: what the defaults, chosen on a trained network, cost on exact mixtures.
-SMOOTH_NFES = (20, 35)
+EXACT_NFES = (20, 35)
 
 
 def sample_ode(member, latents, nfe, data_range, **scheduler_config):
@@ -121,8 +121,8 @@ def run(seed: int, num_mixtures: int, quick: bool, nfes=NFES, pc_steps=PC_STEPS,
             members.append({"member": name, "label": label, "seed": mixture_seed, **member.description})
             runs = [(f"default ODE, {nfe} NFE", lambda nfe=nfe: sample_ode(member, latents, nfe, mixture.data_range)) for nfe in nfes]
             runs += [
-                (f"smooth-model settings, {nfe} NFE", lambda nfe=nfe: sample_ode(member, latents, nfe, mixture.data_range, **SMOOTH_MODEL_SETTINGS))
-                for nfe in nfes if nfe in SMOOTH_NFES
+                (f"exact-model settings, {nfe} NFE", lambda nfe=nfe: sample_ode(member, latents, nfe, mixture.data_range, **EXACT_MODEL_SETTINGS))
+                for nfe in nfes if nfe in EXACT_NFES
             ]
             if pc_steps:
                 runs.append((f"PC {pc_steps} steps (reference)", lambda: sample_pc(member, latents[:pc_batch], pc_steps, mixture.data_range, mixture_seed)))
@@ -155,7 +155,8 @@ def render(rows, members, seed, num_mixtures, quick, command, seconds, pc_steps=
         "score_sde's sigma_max (largest pairwise distance of 1000 data points), VE with 2 or 4 times it, VP and sub-VP "
         "(beta 0.1-20); sigma_min of VE is a quarter of the narrowest mode std (at most 0.01). Samplers: "
         "`ScoreSdeODEPipeline`'s default at each NFE (DPM-Solver++(2M) on the rho = 7 grid, chosen on the trained digits UNet) "
-        "and the same scheduler with `SMOOTH_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, the exact-model choice) at 20 and 35 NFE"
+        "and the same scheduler with `EXACT_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, a first jump to the data range's diameter, "
+        "the prior's mean from the model: the exact-model choice) at 20 and 35 NFE"
         + (f", and `ScoreSdePCPipeline` with the scheduler's default predictor and corrector at {pc_steps} steps (a smaller "
            "batch) as the reference line" if pc_steps else "")
         + ". A member passes when |gap| <= 0.01 + 2 "

@@ -7,7 +7,7 @@ samplers, one class per solver for every SDE: `ScoreSdeDPMSolverMultistepSchedul
 """
 
 from .scheduling_score_sde_base import ScoreSdePCSchedulerMixin, ScoreSdeSchedulerMixin, ScoreSdeSchedulerOutput
-from .scheduling_score_sde_dpmsolver_multistep import SMOOTH_MODEL_SETTINGS, ScoreSdeDPMSolverMultistepScheduler
+from .scheduling_score_sde_dpmsolver_multistep import EXACT_MODEL_SETTINGS, SMOOTH_MODEL_SETTINGS, ScoreSdeDPMSolverMultistepScheduler
 from .scheduling_score_sde_heun import ScoreSdeHeunScheduler
 from .scheduling_score_sde_ode_base import ScoreSdeODESchedulerMixin
 from .scheduling_score_sde_pc import ScoreSdePCScheduler, pc_scheduler_class
@@ -16,6 +16,7 @@ from .scheduling_ve_sde import VESDEScheduler
 from .scheduling_vp_sde import VPSDEScheduler
 
 __all__ = [
+    "EXACT_MODEL_SETTINGS",
     "SMOOTH_MODEL_SETTINGS",
     "ScoreSdeDPMSolverMultistepScheduler",
     "ScoreSdeHeunScheduler",

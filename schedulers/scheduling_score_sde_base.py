@@ -224,13 +224,15 @@ class ScoreSdeSchedulerMixin:
         """Whether the prior depends on the data's mean enough for a pipeline to ask the model for it (one
         evaluation on one sample) instead of taking the centre of `data_range`: False when the config pins
         ``prior_mean``, or when a mean anywhere in the range would cost the prior at most `PRIOR_MEAN_TOLERANCE`
-        nats per entry (`SDE.prior_mean_mismatch` of half the range's width). So never for VP and sub-VP
-        (m(1) ~ 0.007), and for VE while sigma_max is below ~7 half-widths of the data range (3.5 for data in [0, 1],
-        7 for [-1, 1]; not score_sde's 50)."""
+        nats per entry (`SDE.prior_mean_mismatch` of half the range's width), or the config's
+        ``prior_mean_tolerance`` where it has one (0: always, for models whose mean estimate is exact). So by default
+        never for VP and sub-VP (m(1) ~ 0.007), and for VE while sigma_max is below ~7 half-widths of the data range
+        (3.5 for data in [0, 1], 7 for [-1, 1]; not score_sde's 50)."""
         if self.config.get("prior_mean") is not None:
             return False
+        tolerance = self.config.get("prior_mean_tolerance")
         low, high = data_range
-        return self.sde.prior_mean_mismatch(0.5 * (high - low)) > PRIOR_MEAN_TOLERANCE
+        return self.sde.prior_mean_mismatch(0.5 * (high - low)) > (PRIOR_MEAN_TOLERANCE if tolerance is None else tolerance)
 
     def prior_log_prob(self, sample: torch.Tensor, data_mean: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
         """log p_1(`sample`) per sample (B,), for the prior of `prior_mean`(data_mean) and `init_noise_sigma`."""

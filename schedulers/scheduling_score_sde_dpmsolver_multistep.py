@@ -18,8 +18,18 @@ from .scheduling_score_sde_ode_base import ScoreSdeODESchedulerMixin
 #: On exact Gaussian mixtures VP and sub-VP members reach 0.01 nats/dim at 20 NFE where the defaults need about 50
 #: (docs/benchmarks.md, the mixture family); on the trained digits UNet they solve the ODE more accurately but its
 #: samples score worse than the defaults' at 10 and 20 NFE (docs/fast_sampling.md, "The order"). Order 3 needs
-#: this grid: on the rho = 7 grid it is worse than order 2 on exact mixtures at 20 NFE.
+#: this grid: on the rho = 7 grid it is worse than order 2 on exact mixtures at 20 NFE. For exact models take
+#: `EXACT_MODEL_SETTINGS`.
 SMOOTH_MODEL_SETTINGS = {"time_spacing": "log_snr", "solver_order": 3, "use_corrector": True}
+
+#: Settings for exact models (analytic scores such as `GaussianMixtureScoreModel`): `SMOOTH_MODEL_SETTINGS`, and two
+#: things that only pay where the model is exact (docs/fast_sampling.md, "Exact models"): the first step jumps from the
+#: prior to the data range's diameter, width x sqrt(D), above which the denoiser is nearly constant, so the steps are
+#: spent where the modes form (``max_noise_level="data_diameter"``; on a trained network one step over that range
+#: carries its high-noise error into every sample), and the prior's mean is always the model's estimate of the data's
+#: mean (``prior_mean_tolerance=0``; for VE with sigma_max of the data's size a prior centred on the data range shifts
+#: the samples).
+EXACT_MODEL_SETTINGS = {**SMOOTH_MODEL_SETTINGS, "max_noise_level": "data_diameter", "prior_mean_tolerance": 0.0}
 
 
 class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMixin):
@@ -63,14 +73,20 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
             larger of the model's smallest trained noise level (u at `sampling_eps`, raised to the first time the
             model was trained on, 1/N for ``discrete`` models: sigma_min for VE, about 0.01 for VP, 1e-4 for
             sub-VP) and the spacing of the data's levels (2 / 255 for 8-bit images in [-1, 1]).
-        max_noise_level (`float`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this noise level
-            (no jump by default: on a trained network one step over a wide noise range carries the network's
-            high-noise error into the sample, docs/fast_sampling.md).
+        max_noise_level (`float` or `str`, *optional*): with ``log_snr``, the first step jumps from t = 1 to this
+            noise level, or with ``"data_diameter"`` to the data range's diameter, (high - low) sqrt(``data_dim``)
+            (`first_noise_level`); no jump by default: on a trained network one step over a wide noise range carries
+            the network's high-noise error into the sample (docs/fast_sampling.md).
         data_range (`(float, float)`, *optional*): the range of the data, (low, high); None means [-1, 1],
             diffusers' images.
         num_levels (`int`, *optional*): the number of values one data entry takes, evenly spaced over
             ``data_range``; None means 256 (8-bit images). Their spacing is the lowest default end of the grid.
             `ScoreSdeODEPipeline` fills both from its own ``data_range`` and ``num_levels`` when they are None.
+        data_dim (`int`, *optional*): the number of entries of one sample (C x H x W for images), for
+            ``max_noise_level="data_diameter"``; `ScoreSdeODEPipeline` fills it from the model when None.
+        prior_mean_tolerance (`float`, *optional*): nats per entry that centring the prior on the data range may
+            cost before the pipelines ask the model for the data's mean (`data_mean_matters`); None means
+            `PRIOR_MEAN_TOLERANCE` (0.01), 0 always asks (for models whose mean estimate is exact).
         rho (`float`, defaults to 7.0): exponent of the ``edm`` grid.
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: the last step goes from the end of the grid
             to zero noise, extrapolating the model's x_0 predictions (the final sample is noise-free);
@@ -102,9 +118,11 @@ class ScoreSdeDPMSolverMultistepScheduler(ScoreSdeODESchedulerMixin, SchedulerMi
         use_corrector: bool = False,
         time_spacing: str = "edm",
         min_noise_level: Optional[float] = None,
-        max_noise_level: Optional[float] = None,
+        max_noise_level: Union[float, str, None] = None,
         data_range: Optional[Tuple[float, float]] = None,
         num_levels: Optional[int] = None,
+        data_dim: Optional[int] = None,
+        prior_mean_tolerance: Optional[float] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",
         lower_order_final: bool = False,

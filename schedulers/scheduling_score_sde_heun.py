@@ -35,13 +35,18 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
         time_spacing (`str`, defaults to ``"edm"``): the grid, a name in `TIME_GRIDS`.
         min_noise_level (`float`, defaults to 0.002): noise level u = sigma / m at the end of the grid (EDM's
             sigma_min), reached where `sampling_eps` allows.
-        max_noise_level (`float`, *optional*): the first jump of the ``log_snr`` grid (see
-            `ScoreSdeDPMSolverMultistepScheduler`).
+        max_noise_level (`float` or `str`, *optional*): the first jump of the ``log_snr`` grid, a noise level or
+            ``"data_diameter"`` (see `ScoreSdeDPMSolverMultistepScheduler`).
         data_range (`(float, float)`, *optional*): the range of the data, (low, high); None means [-1, 1],
             diffusers' images.
         num_levels (`int`, *optional*): the number of values one data entry takes, evenly spaced over
             ``data_range``; None means 256 (8-bit images). Their spacing is the lowest default end of the grid.
             `ScoreSdeODEPipeline` fills both from its own ``data_range`` and ``num_levels`` when they are None.
+        data_dim (`int`, *optional*): the number of entries of one sample (C x H x W for images), for
+            ``max_noise_level="data_diameter"``; `ScoreSdeODEPipeline` fills it from the model when None.
+        prior_mean_tolerance (`float`, *optional*): nats per entry that centring the prior on the data range may
+            cost before the pipelines ask the model for the data's mean (`data_mean_matters`); None means
+            `PRIOR_MEAN_TOLERANCE` (0.01), 0 always asks (for models whose mean estimate is exact).
         rho (`float`, defaults to 7.0): exponent of the ``edm`` grid.
         final_sigmas_type (`str`, defaults to ``"zero"``): ``"zero"``: after the grid an Euler step to zero noise,
             which is the model's x_0 prediction; ``"sigma_min"``: stop at the end of the grid.
@@ -64,9 +69,11 @@ class ScoreSdeHeunScheduler(ScoreSdeODESchedulerMixin, SchedulerMixin, ConfigMix
         sigma_max: float = 50.0,
         time_spacing: str = "edm",
         min_noise_level: float = 0.002,
-        max_noise_level: Optional[float] = None,
+        max_noise_level: Union[float, str, None] = None,
         data_range: Optional[Tuple[float, float]] = None,
         num_levels: Optional[int] = None,
+        data_dim: Optional[int] = None,
+        prior_mean_tolerance: Optional[float] = None,
         rho: float = 7.0,
         final_sigmas_type: str = "zero",
         sampling_eps: Optional[float] = None,

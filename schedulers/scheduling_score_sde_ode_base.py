@@ -8,6 +8,7 @@ dy/du = (y - D) / u (see `scoresde_diffusers.sampling.exponential_integrators`),
 a noise level rather than at a time, which fits every SDE with one setting.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -25,6 +26,10 @@ PC_ONLY_KEYS = ("snr", "correct_steps", "predictor", "corrector", "final_step", 
 
 #: Where the last step goes: to zero noise ("zero", the sample itself) or to the end of the grid ("sigma_min").
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+
+#: ``max_noise_level`` derived from the data: the diameter of the data range, width x sqrt(D) (see
+#: `ScoreSdeODESchedulerMixin.first_noise_level`).
+DATA_DIAMETER = "data_diameter"
 
 
 class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
@@ -54,8 +59,16 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             check_data_range(config.data_range)
         if config.num_levels is not None:
             check_num_levels(config.num_levels)
-        if config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
+        if config.data_dim is not None and (isinstance(config.data_dim, bool) or not isinstance(config.data_dim, int) or config.data_dim < 1):
+            raise ValueError(f"data_dim must be an integer >= 1 (the number of entries of one sample), got {config.data_dim!r}.")
+        if isinstance(config.max_noise_level, str):
+            if config.max_noise_level != DATA_DIAMETER:
+                raise ValueError(f"max_noise_level must be a noise level, {DATA_DIAMETER!r} or None, got {config.max_noise_level!r}.")
+        elif config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
             raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {config.max_noise_level!r}.")
+        tolerance = config.prior_mean_tolerance
+        if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0):
+            raise ValueError(f"prior_mean_tolerance must be a number >= 0 (nats per entry) or None, got {tolerance!r}.")
         if not config.rho > 0:
             raise ValueError(f"rho must be positive, got {config.rho!r}.")
 
@@ -122,12 +135,30 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             return torch.tensor([self.sde.T], dtype=torch.float64)
         return time_grid(config.time_spacing, self.sde, num_points - 1, t_min=t_end, **self.grid_options())
 
+    @property
+    def first_noise_level(self) -> Optional[float]:
+        """The noise level u that the first step of the ``log_snr`` grid jumps to (None: no jump): ``max_noise_level``,
+        or with ``max_noise_level="data_diameter"`` the diameter of the data range, (high - low) sqrt(``data_dim``).
+        Above it no two points of the data are told apart: the noisy data are one Gaussian blob around the data's
+        mean, the denoiser is nearly constant and an exponential integrator crosses that range in one step (Lu et al.
+        2022, sec. 3.1); on an exact model this spends the grid where the modes form (docs/fast_sampling.md)."""
+        config = self.config
+        if config.max_noise_level != DATA_DIAMETER:
+            return config.max_noise_level
+        if config.data_dim is None:
+            raise ValueError(
+                f"max_noise_level={DATA_DIAMETER!r} needs the number of entries of one sample: set data_dim in the "
+                f"scheduler's config (ScoreSdeODEPipeline fills it from the model), or give max_noise_level as a number."
+            )
+        low, high = config.data_range if config.data_range is not None else DEFAULT_DATA_RANGE
+        return (float(high) - float(low)) * math.sqrt(config.data_dim)
+
     def grid_options(self) -> dict:
         """The keywords of this scheduler's ``time_spacing`` grid function: ``max_noise`` (``log_snr``, when
-        ``max_noise_level`` is set), ``rho`` (``edm``)."""
+        ``max_noise_level`` is set: `first_noise_level`), ``rho`` (``edm``)."""
         config = self.config
         if config.time_spacing == "log_snr" and config.max_noise_level is not None:
-            return {"max_noise": config.max_noise_level}
+            return {"max_noise": self.first_noise_level}
         return {"rho": config.rho} if config.time_spacing == "edm" else {}
 
     def end_time(self, sampling_eps: Optional[float] = None) -> float:

@@ -27,7 +27,7 @@ _IMPORT_STRUCTURE: Dict[str, List[str]] = {
         "TimeDependentClassifier", "TimeDependentClassifierOutput", "create_unet",
     ],
     "schedulers": [
-        "SMOOTH_MODEL_SETTINGS", "ScoreSdeDPMSolverMultistepScheduler", "ScoreSdeHeunScheduler", "ScoreSdeODESchedulerMixin",
+        "EXACT_MODEL_SETTINGS", "SMOOTH_MODEL_SETTINGS", "ScoreSdeDPMSolverMultistepScheduler", "ScoreSdeHeunScheduler", "ScoreSdeODESchedulerMixin",
         "ScoreSdePCScheduler", "ScoreSdePCSchedulerMixin", "ScoreSdeSchedulerMixin", "ScoreSdeSchedulerOutput", "SubVPSDEScheduler",
         "VESDEScheduler", "VPSDEScheduler",
     ],

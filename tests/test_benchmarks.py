@@ -76,7 +76,7 @@ def test_mixture_family_quick(tmp_path):
     rows, members = module.main(["--quick", "--seed", "0", "--mixtures", "1", "--pc_steps", "20", "--out", str(out)])
     assert {r["sde"] for r in rows} == {"vp", "subvp", "ve"} and len(members) == 4
     default = {f"default ODE, {n} NFE" for n in (10, 15, 20, 35)}
-    assert {r["sampler"] for r in rows} == default | {"smooth-model settings, 20 NFE", "smooth-model settings, 35 NFE", "PC 20 steps (reference)"}
+    assert {r["sampler"] for r in rows} == default | {"exact-model settings, 20 NFE", "exact-model settings, 35 NFE", "PC 20 steps (reference)"}
     text = out.read_text()
     assert "<!-- mixture_family:start -->" in text and "| ve (sigma_max = rule) | default ODE, 35 NFE | " in text
     assert json.loads((tmp_path / "mixture_family.json").read_text())["seed"] == 0

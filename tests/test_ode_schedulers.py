@@ -9,6 +9,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 from scheduler_test_mixin import SchedulerCommonTest
 from scoresde_diffusers import (
+    EXACT_MODEL_SETTINGS,
     GaussianMixtureScoreModel,
     ODE_SOLVERS,
     ScoreSdeDPMSolverMultistepScheduler,
@@ -299,6 +300,10 @@ def test_steps_out_of_order_are_an_error():
         ({"data_range": (1.0, -1.0)}, "data_range must satisfy low < high"),
         ({"num_levels": 1}, "num_levels must be an integer >= 2"),
         ({"min_noise_level": 1000.0}, "above the prior's noise level"),
+        ({"max_noise_level": "diameter"}, "max_noise_level must be a noise level, 'data_diameter' or None"),
+        ({"time_spacing": "log_snr", "max_noise_level": "data_diameter"}, "needs the number of entries of one sample: set data_dim"),
+        ({"data_dim": 0}, "data_dim must be an integer >= 1"),
+        ({"prior_mean_tolerance": -0.1}, "prior_mean_tolerance must be a number >= 0"),
     ],
 )
 def test_bad_ode_scheduler_config(config, message):
@@ -375,3 +380,29 @@ def test_fixed_step_grid_is_the_registered_grid_from_T_to_eps():
     torch.testing.assert_close(grid, torch.linspace(1.0, 1e-3, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"sampling_eps must lie in \(0, 1"):
         scheduler.fixed_step_grid(4, 1.5)
+
+
+# ---------------------------------------------------------------------------- the settings for exact models
+def test_data_diameter_jump_goes_to_the_data_ranges_diameter():
+    # data in [0, 1], 9 entries per sample: diameter 1 x sqrt(9) = 3; the second grid time sits at that noise level.
+    scheduler = ScoreSdeDPMSolverMultistepScheduler(time_spacing="log_snr", max_noise_level="data_diameter", data_range=(0.0, 1.0), data_dim=9)
+    scheduler.set_timesteps(10)
+    assert scheduler.first_noise_level == pytest.approx(3.0)
+    assert scheduler._noise_level_at(float(scheduler.t_grid[1])) == pytest.approx(3.0, rel=1e-6)
+    assert scheduler._noise_level_at(float(scheduler.t_grid[0])) > 100  # the first step starts at the prior (VP: u ~ 150)
+
+
+def test_ode_pipeline_tells_the_scheduler_the_data_dimension_for_the_data_diameter_jump():
+    vp = VPSDEScheduler()
+    scheduler = ScoreSdeDPMSolverMultistepScheduler.from_config(vp.config, **EXACT_MODEL_SETTINGS)
+    pipe = ScoreSdeODEPipeline(unet=GaussianMixtureScoreModel.four_gaussians(scheduler=vp).double(), scheduler=scheduler, data_range=(-1.0, 1.0))
+    ode = pipe.ode_scheduler()
+    assert ode.config.data_dim == 2 and ode.first_noise_level == pytest.approx(2 * math.sqrt(2))
+    # With a numeric jump or none the pipeline leaves data_dim alone.
+    assert ScoreSdeODEPipeline(unet=pipe.unet, scheduler=ScoreSdeDPMSolverMultistepScheduler.from_config(vp.config)).ode_scheduler().config.data_dim is None
+
+
+def test_prior_mean_tolerance_zero_always_asks_the_model_for_the_data_mean():
+    default, exact = ScoreSdeDPMSolverMultistepScheduler(), ScoreSdeDPMSolverMultistepScheduler(prior_mean_tolerance=0.0)
+    assert not default.data_mean_matters((-1.0, 1.0))  # VP: m(1) ~ 0.007, a centred prior costs ~1e-5 nats per entry
+    assert exact.data_mean_matters((-1.0, 1.0))

@@ -1,5 +1,6 @@
 """`ScoreSdeODEPipeline`: sampling, encoding and decoding with the probability-flow ODE (Song et al. 2021, sec. 4.3)."""
 
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -15,6 +16,7 @@ from scoresde_diffusers.sampling.ode_solvers import (
 )
 from scoresde_diffusers.sampling.exponential_integrators import requires_sde
 from scoresde_diffusers.schedulers import ScoreSdeDPMSolverMultistepScheduler, ScoreSdeODESchedulerMixin
+from scoresde_diffusers.schedulers.scheduling_score_sde_ode_base import DATA_DIAMETER
 from scoresde_diffusers.utils import check_num_steps, compute_dtype, describe
 
 from ..pipeline_score_sde_utils import ScoreSdePipelineMixin, ScoreSdePipelineOutput
@@ -284,9 +286,12 @@ class ProbabilityFlowMixin(ScoreSdePipelineMixin):
         `ScoreSdeDPMSolverMultistepScheduler` built from the pipeline scheduler's config (its SDE, prediction type and
         timestep map), with that scheduler's defaults. Either way the pipeline tells it what only the pipeline
         knows, where the config leaves them None: ``data_range`` and ``num_levels``, from which the scheduler derives
-        the end of its grid; so the same scheduler in diffusers' loop is
+        the end of its grid, and with ``max_noise_level="data_diameter"`` ``data_dim`` (the entries of one sample);
+        so the same scheduler in diffusers' loop is
         ``ScoreSdeDPMSolverMultistepScheduler.from_config(pipe.scheduler.config, data_range=..., num_levels=...)``."""
         data = {"data_range": tuple(self.data_range), "num_levels": self.num_levels}
+        if self.scheduler.config.get("max_noise_level") == DATA_DIAMETER:
+            data["data_dim"] = math.prod(self.sample_shape(1)[1:])
         if not isinstance(self.scheduler, ScoreSdeODESchedulerMixin):
             return ScoreSdeDPMSolverMultistepScheduler.from_config(self.scheduler.config, **data)
         data = {key: value for key, value in data.items() if self.scheduler.config.get(key) is None}
