@@ -8,9 +8,9 @@ DPM-Solver++(2M) on the rho = 7 grid from the prior to the model's smallest trai
 of the data range; the prior's mean from the model where the range's centre could cost it 0.01 nats per entry) at
 10, 15, 20 and 35 NFE, by the same scheduler with `EXACT_MODEL_SETTINGS` (UniPC-3 on the logSNR grid, a first
 jump to the data range's diameter, the prior's mean from the model) at 20 and 35 NFE, and by `ScoreSdePCPipeline`
-with the scheduler's default predictor and corrector at 1000 steps as a reference line, from the same prior draws. Samples are scored with
-`scoresde_diffusers.evaluation.mixture_sample_metrics`; the table gives, per (SDE, sampler), the worst member and
-how many members meet the target.
+with the scheduler's default predictor and corrector at 1000 steps as a reference line, from the same prior draws.
+Samples are scored with `scoresde_diffusers.evaluation.mixture_sample_metrics`; the table gives, per (SDE,
+sampler), the worst member and how many members meet the target.
 
 The target (issue 13): |log-density gap| <= 0.01 nats/dim, spread error <= 2%, mode weights within sampling noise.
 With a finite batch each metric has a sampling-noise floor, so a member passes when |gap| <= 0.01 + 2 gap_floor,

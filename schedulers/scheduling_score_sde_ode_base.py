@@ -61,11 +61,10 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
             check_num_levels(config.num_levels)
         if config.data_dim is not None and (isinstance(config.data_dim, bool) or not isinstance(config.data_dim, int) or config.data_dim < 1):
             raise ValueError(f"data_dim must be an integer >= 1 (the number of entries of one sample), got {config.data_dim!r}.")
-        if isinstance(config.max_noise_level, str):
-            if config.max_noise_level != DATA_DIAMETER:
-                raise ValueError(f"max_noise_level must be a noise level, {DATA_DIAMETER!r} or None, got {config.max_noise_level!r}.")
-        elif config.max_noise_level is not None and not config.max_noise_level > self.end_noise_level:
-            raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {config.max_noise_level!r}.")
+        if isinstance(config.max_noise_level, str) and config.max_noise_level != DATA_DIAMETER:
+            raise ValueError(f"max_noise_level must be a noise level, {DATA_DIAMETER!r} or None, got {config.max_noise_level!r}.")
+        if config.max_noise_level is not None and (config.max_noise_level != DATA_DIAMETER or config.data_dim is not None):
+            self.first_noise_level  # checked now where it can be resolved; "data_diameter" without data_dim on use
         tolerance = config.prior_mean_tolerance
         if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0):
             raise ValueError(f"prior_mean_tolerance must be a number >= 0 (nats per entry) or None, got {tolerance!r}.")
@@ -143,15 +142,21 @@ class ScoreSdeODESchedulerMixin(ScoreSdeSchedulerMixin):
         mean, the denoiser is nearly constant and an exponential integrator crosses that range in one step (Lu et al.
         2022, sec. 3.1); on an exact model this spends the grid where the modes form (docs/fast_sampling.md)."""
         config = self.config
-        if config.max_noise_level != DATA_DIAMETER:
-            return config.max_noise_level
-        if config.data_dim is None:
-            raise ValueError(
-                f"max_noise_level={DATA_DIAMETER!r} needs the number of entries of one sample: set data_dim in the "
-                f"scheduler's config (ScoreSdeODEPipeline fills it from the model), or give max_noise_level as a number."
-            )
-        low, high = config.data_range if config.data_range is not None else DEFAULT_DATA_RANGE
-        return (float(high) - float(low)) * math.sqrt(config.data_dim)
+        if config.max_noise_level is None:
+            return None
+        level, derived = config.max_noise_level, config.max_noise_level == DATA_DIAMETER
+        if derived:
+            if config.data_dim is None:
+                raise ValueError(
+                    f"max_noise_level={DATA_DIAMETER!r} needs the number of entries of one sample: set data_dim in the "
+                    f"scheduler's config (ScoreSdeODEPipeline fills it from the model), or give max_noise_level as a number."
+                )
+            low, high = config.data_range if config.data_range is not None else DEFAULT_DATA_RANGE
+            level = (float(high) - float(low)) * math.sqrt(config.data_dim)
+        if not level > self.end_noise_level:
+            shown = f"{DATA_DIAMETER!r} = {level:g}" if derived else repr(level)
+            raise ValueError(f"max_noise_level must exceed min_noise_level ({self.end_noise_level:g}), got {shown}.")
+        return level
 
     def grid_options(self) -> dict:
         """The keywords of this scheduler's ``time_spacing`` grid function: ``max_noise`` (``log_snr``, when

@@ -303,6 +303,8 @@ def test_steps_out_of_order_are_an_error():
         ({"max_noise_level": "diameter"}, "max_noise_level must be a noise level, 'data_diameter' or None"),
         ({"time_spacing": "log_snr", "max_noise_level": "data_diameter"}, "needs the number of entries of one sample: set data_dim"),
         ({"data_dim": 0}, "data_dim must be an integer >= 1"),
+        # data in [-1, 1], one entry: diameter 2, below the grid's end near sigma_min = 3
+        ({"sde_type": "ve", "sigma_min": 3.0, "max_noise_level": "data_diameter", "data_dim": 1}, r"max_noise_level must exceed min_noise_level \(3[.0-9]*\), got 'data_diameter' = 2\."),
         ({"prior_mean_tolerance": -0.1}, "prior_mean_tolerance must be a number >= 0"),
     ],
 )
